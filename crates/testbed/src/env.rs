@@ -1,0 +1,235 @@
+//! The operations the behaviour suite needs from an environment, whatever runs it.
+//!
+//! Two implementations: [`crate::local`] (real proxy binaries in front of
+//! ws-echo processes) and [`crate::kind`] (real controllers in a kind
+//! cluster). A test picks one with `TESTBED_ENV` and never looks further.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Controller, IngressSpec, Unsupported};
+
+pub type Result<T, E = EnvError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0}")]
+    Unsupported(#[from] Unsupported),
+    #[error("unknown TESTBED_ENV {given:?}: expected local or kind")]
+    UnknownEnv { given: String },
+    #[error("no pod named {pod:?} in this deployment")]
+    NoSuchPod { pod: String },
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout { what: String, after: Duration },
+    #[error("{what} failed")]
+    Failed {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl EnvError {
+    pub fn failed(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        EnvError::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Which environment runs the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvKind {
+    Local,
+    Kind,
+}
+
+impl EnvKind {
+    /// `TESTBED_ENV`, default `local`.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("TESTBED_ENV") {
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(EnvKind::Local),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvKind::Local => "local",
+            EnvKind::Kind => "kind",
+        }
+    }
+}
+
+impl fmt::Display for EnvKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EnvKind {
+    type Err = EnvError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "local" => Ok(EnvKind::Local),
+            "kind" => Ok(EnvKind::Kind),
+            _ => Err(EnvError::UnknownEnv { given: s.to_owned() }),
+        }
+    }
+}
+
+/// `TESTBED_KEEP=1` keeps processes, temp dirs and namespaces for debugging.
+pub fn keep_requested() -> bool {
+    matches!(std::env::var("TESTBED_KEEP").as_deref(), Ok("1" | "true" | "yes"))
+}
+
+/// Where a test dials the ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Address the ingress listens on (always loopback here).
+    pub addr: SocketAddr,
+    /// Host header / SNI name the Ingress rule matches.
+    pub host: String,
+    /// TLS is terminated at the ingress.
+    pub tls: bool,
+}
+
+impl Endpoint {
+    /// `ws://host:port/path` (or `wss://`); dial [`Endpoint::addr`] with this URL.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}:{}{}", self.host, self.addr.port(), path_and_query)
+    }
+
+    pub fn http_url(&self, path_and_query: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}{}", self.host, self.addr.port(), path_and_query)
+    }
+}
+
+/// A pod as the environment sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    pub name: String,
+    /// Address the data plane sends traffic to.
+    pub addr: SocketAddr,
+    pub ready: bool,
+}
+
+/// Versions of what actually ran, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// e.g. "ingress-nginx controller-v1.x" (kind) or "none (local)".
+    pub controller: String,
+    /// e.g. "nginx/1.31.3".
+    pub data_plane: String,
+}
+
+/// What happened during one pod's termination, with wall-clock instants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminationRecord {
+    pub pod: String,
+    pub started: Option<SystemTime>,
+    /// The pod left the data plane's endpoints (as observed).
+    pub endpoint_removed: Option<SystemTime>,
+    /// preStop (`GET /drain`) returned.
+    pub prestop_done: Option<SystemTime>,
+    pub sigterm: Option<SystemTime>,
+    /// SIGKILL was needed at the end of the grace period.
+    pub sigkill: Option<SystemTime>,
+    pub exited: Option<SystemTime>,
+    /// Exit status as text ("exit 0", "signal 9").
+    pub exit_status: Option<String>,
+}
+
+/// A pod termination in progress; [`Termination::wait`] returns when the pod is gone.
+pub struct Termination {
+    pub pod: String,
+    done: tokio::sync::oneshot::Receiver<Result<TerminationRecord>>,
+}
+
+impl fmt::Debug for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Termination")
+            .field("pod", &self.pod)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Termination {
+    pub fn new(pod: String, done: tokio::sync::oneshot::Receiver<Result<TerminationRecord>>) -> Self {
+        Termination { pod, done }
+    }
+
+    /// Waits until the pod is gone, at most `timeout`.
+    pub async fn wait(self, timeout: Duration) -> Result<TerminationRecord> {
+        let what = format!("pod {} to terminate", self.pod);
+        match tokio::time::timeout(timeout, self.done).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(_)) => Err(EnvError::failed(what, "the termination task ended without a result")),
+            Err(_) => Err(EnvError::Timeout { what, after: timeout }),
+        }
+    }
+}
+
+/// An environment: something that can put an [`IngressSpec`] in front of ws-echo pods.
+#[async_trait]
+pub trait Environment: Send + Sync {
+    fn kind(&self) -> EnvKind;
+
+    /// Deploys ws-echo pods behind `controller` as `spec` asks and waits until
+    /// the ingress routes to all of them. Fails with [`EnvError::Unsupported`]
+    /// when the controller cannot express the spec.
+    async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> Result<Box<dyn Deployment>>;
+}
+
+/// One deployed spec: pods, the ingress in front of them, and what can be done to them.
+/// Dropping it tears everything down unless [`keep_requested`].
+#[async_trait]
+pub trait Deployment: Send + Sync {
+    fn controller(&self) -> Controller;
+    fn spec(&self) -> &IngressSpec;
+    fn endpoint(&self) -> &Endpoint;
+    async fn versions(&self) -> Versions;
+
+    /// Pods that exist now (ready or not), in name order.
+    async fn pods(&self) -> Result<Vec<Pod>>;
+
+    /// Starts Kubernetes' termination sequence for `pod` and returns at once:
+    /// endpoint removal and preStop (`GET /drain`) together, then SIGTERM,
+    /// then SIGKILL at the end of the termination grace period.
+    async fn delete_pod(&self, pod: &str) -> Result<Termination>;
+
+    /// Rolls every pod (maxSurge 1, maxUnavailable 0); returns when done.
+    async fn rollout_restart(&self) -> Result<()>;
+
+    /// Sets the number of pods and waits until the ingress routes to exactly those.
+    async fn scale(&self, replicas: u32) -> Result<()>;
+
+    /// Applies a configuration change unrelated to this deployment's route
+    /// (a new host/path), the kind of change that makes some controllers reload.
+    /// Returns once the data plane serves the new configuration.
+    async fn apply_unrelated_change(&self) -> Result<()>;
+
+    /// A pod's `/metrics` text.
+    async fn pod_metrics(&self, pod: &str) -> Result<String>;
+
+    /// Tears everything down now and reports failures (drop does the same, silently).
+    async fn teardown(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens the environment `TESTBED_ENV` names.
+pub async fn from_env() -> Result<Box<dyn Environment>> {
+    match EnvKind::from_env()? {
+        EnvKind::Local => Ok(Box::new(crate::local::LocalEnv::new()?)),
+        EnvKind::Kind => Ok(Box::new(crate::kind::KindEnv::connect().await?)),
+    }
+}

@@ -1,0 +1,15 @@
+//! The testbed harness: one ingress model, two environments, the probe client.
+//!
+//! Read [`spec`] first (what a test asks of the ingress), then [`env`] (what
+//! an environment can do), then [`probe`] (how tests talk WebSocket).
+
+pub mod env;
+pub mod kind;
+pub mod local;
+pub mod probe;
+pub mod render;
+pub mod spec;
+pub mod tls;
+
+pub use env::{Deployment, Endpoint, EnvKind, Environment, Pod};
+pub use spec::{Affinity, Controller, CookieAffinity, IngressSpec, Unsupported};

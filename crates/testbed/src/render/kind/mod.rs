@@ -1,0 +1,1 @@
+//! Kubernetes objects for the kind environment: Ingress with each controller's annotations, Service, Deployment.

@@ -1,0 +1,157 @@
+//! The testbed CA and server certificate, generated at run time.
+//!
+//! Local proxies terminate TLS with the server certificate; in kind it goes
+//! into a Secret; the probe trusts only the CA. Private keys are written with
+//! mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+pub type Result<T, E = TlsError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("generating the {what}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building the client TLS configuration")]
+    ClientConfig(#[source] rustls::Error),
+}
+
+/// A CA and one server certificate it signed, all PEM.
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    pub ca_cert_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    ca_der: Vec<u8>,
+}
+
+/// Where [`TestCa::write_to`] put the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    /// Server certificate followed by the CA (a full chain).
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// Certificate and key in one file, as HAProxy's `crt` wants it.
+    pub server_bundle: PathBuf,
+}
+
+impl TestCa {
+    /// A fresh CA and a server certificate for `hosts` (DNS names or IP literals).
+    pub fn generate(hosts: &[&str]) -> Result<Self> {
+        let gen_err = |what| move |source| TlsError::Generate { what, source };
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA parameters"))?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ws-ingress-testbed CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().map_err(gen_err("CA key"))?;
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(gen_err("CA certificate"))?;
+
+        let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let mut params = CertificateParams::new(names).map_err(gen_err("server certificate parameters"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, hosts.first().copied().unwrap_or("testbed"));
+        let key = KeyPair::generate().map_err(gen_err("server key"))?;
+        let cert = params.signed_by(&key, &ca).map_err(gen_err("server certificate"))?;
+
+        Ok(TestCa {
+            ca_cert_pem: ca.pem(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
+            ca_der: ca.der().to_vec(),
+        })
+    }
+
+    /// Writes the PEM files into `dir` (keys 0600) and returns their paths.
+    pub fn write_to(&self, dir: &Path) -> Result<TlsFiles> {
+        let files = TlsFiles {
+            ca_cert: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            server_bundle: dir.join("server.pem"),
+        };
+        let chain = format!("{}{}", self.server_cert_pem, self.ca_cert_pem);
+        write_file(&files.ca_cert, &self.ca_cert_pem, 0o644)?;
+        write_file(&files.server_cert, &chain, 0o644)?;
+        write_file(&files.server_key, &self.server_key_pem, 0o600)?;
+        write_file(&files.server_bundle, &format!("{chain}{}", self.server_key_pem), 0o600)?;
+        Ok(files)
+    }
+
+    /// A rustls client configuration that trusts only this CA.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(self.ca_der.clone()))
+            .map_err(TlsError::ClientConfig)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::ClientConfig)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    let write = || -> std::io::Result<()> {
+        let _ = fs::remove_file(path);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        file.write_all(contents.as_bytes())
+    };
+    write().map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_written_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::generate(&["echo.testbed.local", "127.0.0.1"]).unwrap();
+        let files = ca.write_to(dir.path()).unwrap();
+        for key in [&files.server_key, &files.server_bundle] {
+            let mode = fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        assert!(
+            fs::read_to_string(&files.server_cert)
+                .unwrap()
+                .matches("BEGIN CERTIFICATE")
+                .count()
+                == 2
+        );
+        ca.client_config().unwrap();
+    }
+}
