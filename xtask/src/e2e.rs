@@ -1,12 +1,135 @@
-//! `cargo xtask e2e`.
+//! `cargo xtask e2e`: run the behaviour suite across controllers and write the report.
 
 use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use xshell::{Shell, cmd};
+
+use crate::{report, tools};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Env {
+    Local,
+    Kind,
+}
+
+impl Env {
+    fn name(self) -> &'static str {
+        match self {
+            Env::Local => "local",
+            Env::Kind => "kind",
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
-pub struct E2e {}
+pub struct E2e {
+    /// Where to run: local data planes (default) or a kind cluster.
+    #[arg(long, value_enum, default_value = "local")]
+    env: Env,
+    /// Controllers to test (repeatable; default all three).
+    #[arg(long = "controller", value_parser = ["nginx", "traefik", "haproxy"])]
+    controllers: Vec<String>,
+    /// Only behaviours whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Kubernetes version of the kind cluster.
+    #[arg(long)]
+    k8s_version: Option<String>,
+    /// Keep the kind cluster (and TESTBED_KEEP=1 for test resources).
+    #[arg(long)]
+    keep: bool,
+}
 
 impl E2e {
-    pub fn run(self, _root: &Path) -> anyhow::Result<()> {
-        anyhow::bail!("cargo xtask e2e is not built yet")
+    pub fn run(self, root: &Path) -> anyhow::Result<()> {
+        let sh = Shell::new()?;
+        sh.change_dir(root);
+        let cargo = crate::cargo();
+        let controllers = if self.controllers.is_empty() {
+            vec!["nginx".to_owned(), "traefik".to_owned(), "haproxy".to_owned()]
+        } else {
+            self.controllers.clone()
+        };
+        let cluster = match self.env {
+            Env::Local => {
+                tools::ensure(root).context("installing the pinned data planes")?;
+                cmd!(sh, "{cargo} build --package ws-echo --bins").run().context("building ws-echo")?;
+                None
+            }
+            Env::Kind => Some(crate::kind::ensure_up(root, &controllers, self.k8s_version.as_deref())?),
+        };
+
+        let results = root.join("target/testbed/results").join(self.env.name());
+        if results.exists() {
+            std::fs::remove_dir_all(&results).with_context(|| format!("clearing {}", results.display()))?;
+        }
+        let filter = filterset(&controllers, self.filter.as_deref());
+        let profile = match self.env {
+            Env::Local => "ci",
+            Env::Kind => "kind",
+        };
+        let _env = sh.push_env("TESTBED_ENV", self.env.name());
+        let _results = sh.push_env("TESTBED_RESULTS_DIR", &results);
+        let _keep = self.keep.then(|| sh.push_env("TESTBED_KEEP", "1"));
+        let _kubeconfig = cluster.as_ref().map(|c| sh.push_env("KUBECONFIG", &c.kubeconfig));
+        let started = Instant::now();
+        let suite = cmd!(sh, "{cargo} nextest run --package suite --profile {profile} -E {filter}").run();
+        let wall = started.elapsed().as_secs_f64();
+
+        let generated_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let mut collected = ::report::collect::collect(&results, self.env.name(), generated_at)
+            .context("collecting the behaviour results")?;
+        collected.wall_seconds = Some(wall);
+        let dir = report::report_dir(root);
+        report::write_all(root, &dir, &collected)?;
+        println!("\n{}", ::report::markdown::matrix(&collected));
+        println!(
+            "{} passed, {} failed, {} skipped in {wall:.0} s; report: {}",
+            collected.count(::report::Outcome::Pass),
+            collected.count(::report::Outcome::Fail),
+            collected.count(::report::Outcome::Skip),
+            dir.join("report.html").display()
+        );
+        if let (Some(_), false) = (&cluster, self.keep) {
+            crate::kind::down(root)?;
+        }
+        suite.context("some behaviours deviate from their expectation (see the matrix above)")?;
+        anyhow::ensure!(
+            collected.count(::report::Outcome::Fail) == 0,
+            "some behaviours deviate from their expectation"
+        );
+        Ok(())
+    }
+}
+
+/// The nextest filterset: the suite's tests for the chosen controllers and behaviours.
+fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
+    // rstest names the cases `<behaviour>::c_<n>_Controller__<Name>`.
+    let by_controller = controllers
+        .iter()
+        .map(|c| {
+            let mut name = c.clone();
+            name[..1].make_ascii_uppercase();
+            format!("test(/Controller__{name}$/)")
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let mut filter = format!("binary(behaviours) & ({by_controller})");
+    if let Some(pattern) = behaviour {
+        filter.push_str(&format!(" & test(/{pattern}/)"));
+    }
+    filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filterset_selects_controllers_and_behaviours() {
+        let f = filterset(&["nginx".into(), "haproxy".into()], Some("idle"));
+        assert_eq!(f, "binary(behaviours) & (test(/Controller__Nginx$/) | test(/Controller__Haproxy$/)) & test(/idle/)");
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod e2e;
 mod flags;
 mod fuzz;
+mod leaks;
 mod image;
 mod kind;
 mod report;

@@ -1,12 +1,59 @@
-//! `cargo xtask test`.
+//! `cargo xtask test`: install what the tests need, then run every test with nextest.
+//!
+//! Steps: pinned tools (proxies, Python venv), the ws-echo binary the local
+//! environment spawns, the container image when a Docker engine answers, then
+//! `cargo nextest run --workspace`, then a check that no process the run
+//! started is still alive.
 
 use std::path::Path;
 
+use anyhow::{Context, bail};
+use xshell::{Shell, cmd};
+
+use crate::{image, leaks, tools};
+
 #[derive(Debug, clap::Args)]
-pub struct Test {}
+pub struct Test {
+    /// nextest profile (`ci` writes JUnit to target/nextest/ci/junit.xml); default `ci` when $CI is set.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Skip building the container image even when Docker answers.
+    #[arg(long)]
+    no_image: bool,
+    /// Extra arguments for `cargo nextest run` (a filter, `--no-capture`, ...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    nextest_args: Vec<String>,
+}
 
 impl Test {
-    pub fn run(self, _root: &Path) -> anyhow::Result<()> {
-        anyhow::bail!("cargo xtask test is not built yet")
+    pub fn run(self, root: &Path) -> anyhow::Result<()> {
+        tools::ensure(root).context("installing the pinned tools")?;
+        let sh = Shell::new()?;
+        sh.change_dir(root);
+        let cargo = crate::cargo();
+        cmd!(sh, "{cargo} build --package ws-echo --bins").run().context("building the ws-echo binary")?;
+
+        let require_docker = std::env::var("TESTBED_REQUIRE_DOCKER").as_deref() == Ok("1");
+        if self.no_image {
+            println!("xtask: skipping the container image (--no-image)");
+        } else if image::docker_available() {
+            let built = image::build(root, image::DEFAULT_TAG).context("building the ws-echo image")?;
+            println!("xtask: built {} ({:.1} MB)", image::DEFAULT_TAG, built.size_bytes as f64 / 1e6);
+        } else if require_docker {
+            bail!("TESTBED_REQUIRE_DOCKER=1 but no Docker engine answers");
+        } else {
+            println!("xtask: no Docker engine answers; the image contract test will report a skip");
+        }
+
+        let profile = self.profile.unwrap_or_else(|| if std::env::var_os("CI").is_some() { "ci" } else { "default" }.into());
+        let args = self.nextest_args;
+        let status = cmd!(sh, "{cargo} nextest run --workspace --profile {profile} {args...}").run();
+        let leaked = leaks::processes_under(&root.join("target"));
+        status.context("nextest reported failures")?;
+        if !leaked.is_empty() {
+            bail!("the test run left processes behind:\n{}", leaks::describe(&leaked));
+        }
+        println!("xtask: no ws-echo, nginx, haproxy or traefik process left behind");
+        Ok(())
     }
 }

@@ -5,11 +5,13 @@
 
 pub mod env;
 pub mod kind;
+pub mod load;
 pub mod local;
 pub mod probe;
 pub mod render;
 pub mod spec;
 pub mod tls;
+pub mod tools;
 
 pub use env::{Deployment, Endpoint, EnvKind, Environment, Pod};
 pub use spec::{Affinity, Controller, CookieAffinity, IngressSpec, Unsupported};

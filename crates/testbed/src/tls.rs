@@ -30,6 +30,10 @@ pub enum TlsError {
     },
     #[error("building the client TLS configuration")]
     ClientConfig(#[source] rustls::Error),
+    #[error("building the server TLS configuration")]
+    ServerConfig(#[source] rustls::Error),
+    #[error("reading PEM for the {what}: {reason}")]
+    Pem { what: &'static str, reason: String },
 }
 
 /// A CA and one server certificate it signed, all PEM.
@@ -52,7 +56,17 @@ pub struct TlsFiles {
     pub server_bundle: PathBuf,
 }
 
+/// Names the shared server certificate covers: the suite's hosts and loopback.
+pub const SHARED_HOSTS: &[&str] = &["echo.testbed.local", "*.testbed.local", "localhost", "127.0.0.1"];
+
 impl TestCa {
+    /// The process-wide testbed CA: environments terminate TLS with its server
+    /// certificate and the probe trusts it, so they must share one instance.
+    pub fn shared() -> &'static TestCa {
+        static SHARED: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| TestCa::generate(SHARED_HOSTS).expect("generating the testbed CA"))
+    }
+
     /// A fresh CA and a server certificate for `hosts` (DNS names or IP literals).
     pub fn generate(hosts: &[&str]) -> Result<Self> {
         let gen_err = |what| move |source| TlsError::Generate { what, source };
@@ -110,6 +124,59 @@ impl TestCa {
             .map_err(TlsError::ClientConfig)?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+}
+
+/// A rustls client configuration trusting the CA certificates in `pem` (e.g. a
+/// `ca.crt` written by [`TestCa::write_to`]).
+pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::Pem {
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+        roots.add(cert).map_err(TlsError::ClientConfig)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            what: "CA certificate",
+            reason: "no certificate found".into(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::ClientConfig)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+impl TestCa {
+    /// A rustls server configuration presenting this CA's server certificate (for
+    /// in-process TLS servers in tests).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: rustls::pki_types::pem::Error| TlsError::Pem {
+            what: "server certificate and key",
+            reason: e.to_string(),
+        };
+        let chain = CertificateDer::pem_slice_iter(format!("{}{}", self.server_cert_pem, self.ca_cert_pem).as_bytes())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(bad)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::ServerConfig)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(TlsError::ServerConfig)?;
         Ok(Arc::new(config))
     }
 }

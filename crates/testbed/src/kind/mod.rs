@@ -1,16 +1,221 @@
 //! The kind environment: real controllers in a kind cluster, driven through kube-rs.
+//!
+//! `cargo xtask up` (or `e2e --env kind`) creates the cluster, installs the controllers and writes
+//! the kubeconfig and the cluster config it used under `target/testbed/kind/`. [`KindEnv`] reads
+//! both: it talks to the API server with kube-rs and dials each controller on the 127.0.0.1 port the
+//! cluster config maps to it, sending the Ingress host in the Host header (or SNI).
+//!
+//! Each [`KindEnv::deploy`] gets its own random namespace holding the rendered objects
+//! ([`crate::render::kind`]), applied server-side from one multi-document YAML stream. The
+//! namespace is deleted on teardown or drop unless `TESTBED_KEEP=1`; when a test panics, the pods,
+//! events and logs are dumped to `target/testbed/kind/dumps/<namespace>/` first.
+
+pub mod config;
+pub mod ops;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment as K8sDeployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod as K8sPod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use crate::env::{Deployment, EnvError, EnvKind, Environment, Result};
+use crate::env::{
+    Deployment, EnvError, EnvKind, Environment, Endpoint, Pod, Termination, TerminationRecord, Versions,
+    keep_requested,
+};
+use crate::render::kind::{
+    self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
+    TlsMaterial, install,
+};
 use crate::spec::{Controller, IngressSpec};
+use crate::tls::TestCa;
 
-#[derive(Debug)]
-pub struct KindEnv {}
+use self::config::KindClusterConfig;
+
+pub type Result<T, E = KindError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KindError {
+    #[error("no kubeconfig at {path}: run `cargo xtask up` first (or set TESTBED_KUBECONFIG)")]
+    NoKubeconfig { path: PathBuf },
+    #[error("loading kubeconfig {path}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("building the Kubernetes client")]
+    Client(#[source] kube::Error),
+    #[error("reading the kind cluster config")]
+    ClusterConfig(#[from] config::ConfigError),
+    #[error("kind cluster config has no usable mapping for {controller}: {problem}")]
+    NoPortMapping { controller: Controller, problem: String },
+    #[error("{what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("parsing YAML document {index} for server-side apply")]
+    Yaml {
+        index: usize,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("YAML document {index} has no apiVersion/kind or name")]
+    Incomplete { index: usize },
+    #[error("generating the testbed CA")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("writing failure dump to {path}")]
+    Dump {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<KindError> for EnvError {
+    fn from(e: KindError) -> Self {
+        EnvError::failed("kind environment", e)
+    }
+}
+
+fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KindError {
+    let what = what.into();
+    move |source| KindError::Api { what, source }
+}
+
+/// `target/testbed/kind/` of this workspace (or `TESTBED_KIND_DIR`).
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TESTBED_KIND_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testbed/kind")
+}
+
+/// Default timeout for one wait (rollouts, endpoint changes, routing).
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// Runs `fut` for at most `after`, naming what was awaited when it times out.
+pub async fn within<T>(what: &str, after: Duration, fut: impl Future<Output = T>) -> crate::env::Result<T> {
+    tokio::time::timeout(after, fut).await.map_err(|_| EnvError::Timeout {
+        what: what.to_owned(),
+        after,
+    })
+}
+
+/// Polls `probe` every `every` until it yields `Some`, or times out naming `what`.
+pub async fn poll_until<T, F, Fut>(what: &str, after: Duration, every: Duration, mut probe: F) -> crate::env::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(what, after, async {
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await
+}
+
+/// The kind environment: a client for the cluster `cargo xtask up` created.
+pub struct KindEnv {
+    client: Client,
+    config: Config,
+    cluster: KindClusterConfig,
+    ca: TestCa,
+    image: String,
+}
+
+impl fmt::Debug for KindEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KindEnv")
+            .field("cluster", &self.cluster.name)
+            .field("image", &self.image)
+            .finish_non_exhaustive()
+    }
+}
 
 impl KindEnv {
-    pub async fn connect() -> Result<Self> {
-        Ok(KindEnv {})
+    /// Connects with `target/testbed/kind/kubeconfig` (or `TESTBED_KUBECONFIG`) and reads the
+    /// cluster config `xtask up` used (`cluster.yaml` next to it, or `TESTBED_KIND_CONFIG`).
+    pub async fn connect() -> crate::env::Result<Self> {
+        let dir = state_dir();
+        let kubeconfig = std::env::var_os("TESTBED_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("kubeconfig"));
+        let cluster_config = std::env::var_os("TESTBED_KIND_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("cluster.yaml"));
+        Ok(Self::connect_with(&kubeconfig, &cluster_config).await?)
+    }
+
+    pub async fn connect_with(kubeconfig: &Path, cluster_config: &Path) -> Result<Self> {
+        if !kubeconfig.exists() {
+            return Err(KindError::NoKubeconfig {
+                path: kubeconfig.to_owned(),
+            });
+        }
+        let kc_err = |source| KindError::Kubeconfig {
+            path: kubeconfig.to_owned(),
+            source,
+        };
+        let kc = Kubeconfig::read_from(kubeconfig).map_err(kc_err)?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(kc_err)?;
+        let client = Client::try_from(config.clone()).map_err(KindError::Client)?;
+        let cluster = KindClusterConfig::load(cluster_config)?;
+        let ca = TestCa::generate(&["echo.testbed.local", "*.testbed.local", "localhost", "127.0.0.1"])?;
+        let image = std::env::var("TESTBED_IMAGE").unwrap_or_else(|_| render::DEFAULT_IMAGE.to_owned());
+        Ok(KindEnv {
+            client,
+            config,
+            cluster,
+            ca,
+            image,
+        })
+    }
+
+    /// The CA the probe must trust for `wss://` through the ingress.
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn endpoint(&self, controller: Controller, spec: &IngressSpec) -> Result<Endpoint> {
+        let addr = self
+            .cluster
+            .host_addr(controller, spec.tls)
+            .map_err(|problem| KindError::NoPortMapping { controller, problem })?;
+        Ok(Endpoint {
+            addr,
+            host: spec.host.clone(),
+            tls: spec.tls,
+        })
     }
 }
 
@@ -20,11 +225,653 @@ impl Environment for KindEnv {
         EnvKind::Kind
     }
 
-    async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> Result<Box<dyn Deployment>> {
-        crate::render::check(controller, spec)?;
-        Err(EnvError::failed(
-            "deploying to kind",
-            "the kind environment is not built yet",
-        ))
+    async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> crate::env::Result<Box<dyn Deployment>> {
+        render::check_kind(controller, spec)?;
+        let namespace = ops::namespace_name(controller, rand::random::<u32>());
+        let mut opts = RenderOptions::new(&namespace);
+        opts.image = self.image.clone();
+        opts.tls = Some(TlsMaterial {
+            cert_chain_pem: format!("{}{}", self.ca.server_cert_pem, self.ca.ca_cert_pem),
+            key_pem: self.ca.server_key_pem.clone(),
+        });
+        let objects = render::render(controller, spec, &opts)?;
+        let endpoint = self.endpoint(controller, spec)?;
+        tracing::info!(%controller, %namespace, addr = %endpoint.addr, "deploying to kind");
+
+        // From here on the handle owns the namespace: a failure below still cleans it up.
+        let deployment = KindDeployment {
+            controller,
+            spec: spec.clone(),
+            endpoint,
+            namespace,
+            client: self.client.clone(),
+            config: self.config.clone(),
+            ca: self.ca.clone(),
+            opts,
+            unrelated: AtomicU32::new(0),
+            torn_down: AtomicBool::new(false),
+        };
+        deployment.create_namespace().await?;
+        apply_settings(&self.client, controller, &objects.settings).await?;
+        deployment.apply(&objects).await?;
+        deployment.wait_rolled_out().await?;
+        deployment.wait_ready_endpoints(spec.pods as usize).await?;
+        deployment.wait_routed(&spec.host).await?;
+        Ok(Box::new(deployment))
     }
+}
+
+/// Applies the controller-wide settings and waits until the controller runs with them.
+async fn apply_settings(client: &Client, controller: Controller, settings: &ControllerSettings) -> Result<()> {
+    let inst = install(controller);
+    match settings {
+        ControllerSettings::ConfigMap(cm) => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), inst.namespace);
+            let name = cm.name_any();
+            let mut cm = cm.clone();
+            cm.metadata.managed_fields = None;
+            let body = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": inst.namespace},
+                "data": cm.data,
+            });
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+                .await
+                .map_err(api_err(format!("applying {controller} ConfigMap {name}")))?;
+            // Both controllers watch their ConfigMap and reload; no restart needed.
+            Ok(())
+        }
+        ControllerSettings::TraefikArgs(wanted) => {
+            let api: Api<K8sDeployment> = Api::namespaced(client.clone(), inst.namespace);
+            let current = api
+                .get(inst.workload)
+                .await
+                .map_err(api_err(format!("reading {} Deployment {}", controller, inst.workload)))?;
+            let container = current
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.iter().find(|c| c.name == inst.container));
+            let current_args = container.and_then(|c| c.args.clone()).unwrap_or_default();
+            let merged = render::merge_traefik_args(&current_args, wanted);
+            if merged == current_args {
+                return Ok(());
+            }
+            tracing::info!(args = ?wanted, "restarting Traefik with new static arguments");
+            api.patch(
+                inst.workload,
+                &PatchParams::default(),
+                &Patch::Strategic(ops::container_args_patch(inst.container, &merged)),
+            )
+            .await
+            .map_err(api_err("patching Traefik's static arguments"))?;
+            let what = "Traefik to roll out with new static arguments";
+            within(what, WAIT, await_condition(api, inst.workload, ops::deployment_rolled_out))
+                .await
+                .map_err(|e| KindError::Api {
+                    what: e.to_string(),
+                    source: kube::Error::LinesCodecMaxLineLengthExceeded,
+                })?
+                .map_err(|e| KindError::Api {
+                    what: format!("waiting for {what}: {e}"),
+                    source: kube::Error::LinesCodecMaxLineLengthExceeded,
+                })?;
+            Ok(())
+        }
+    }
+}
+
+/// Server-side applies every document of a multi-document YAML stream, discovering each kind's
+/// API resource. Namespaced objects without a namespace go into `default_namespace`.
+pub async fn apply_yaml(client: &Client, yaml: &str, default_namespace: &str) -> Result<Vec<String>> {
+    let mut applied = Vec::new();
+    for (index, obj) in parse_yaml_docs(yaml)?.into_iter().enumerate() {
+        let types = obj.types.as_ref().ok_or(KindError::Incomplete { index })?;
+        let gvk = GroupVersionKind::try_from(types).map_err(|_| KindError::Incomplete { index })?;
+        let name = obj.metadata.name.clone().ok_or(KindError::Incomplete { index })?;
+        let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(api_err(format!("discovering {}/{}", gvk.group, gvk.kind)))?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                let ns = obj.metadata.namespace.as_deref().unwrap_or(default_namespace);
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+            .await
+            .map_err(api_err(format!("applying {} {name}", gvk.kind)))?;
+        applied.push(format!("{}/{name}", gvk.kind));
+    }
+    Ok(applied)
+}
+
+/// The non-empty documents of a multi-document YAML stream, each with apiVersion, kind and name.
+pub fn parse_yaml_docs(yaml: &str) -> Result<Vec<DynamicObject>> {
+    use serde::Deserialize as _;
+    let mut objects = Vec::new();
+    for (index, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|source| KindError::Yaml { index, source })?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject =
+            serde_yaml_ng::from_value(value).map_err(|source| KindError::Yaml { index, source })?;
+        if obj.types.is_none() || obj.metadata.name.is_none() {
+            return Err(KindError::Incomplete { index });
+        }
+        objects.push(obj);
+    }
+    Ok(objects)
+}
+
+/// One deployed spec in its own namespace.
+pub struct KindDeployment {
+    controller: Controller,
+    spec: IngressSpec,
+    endpoint: Endpoint,
+    namespace: String,
+    client: Client,
+    config: Config,
+    ca: TestCa,
+    opts: RenderOptions,
+    unrelated: AtomicU32,
+    torn_down: AtomicBool,
+}
+
+impl fmt::Debug for KindDeployment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KindDeployment")
+            .field("controller", &self.controller)
+            .field("namespace", &self.namespace)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KindDeployment {
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn create_namespace(&self) -> Result<()> {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(self.namespace.clone()),
+                labels: Some(
+                    [
+                        ("app.kubernetes.io/part-of", "ws-ingress-testbed"),
+                        ("testbed.io/controller", self.controller.name()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": ns.metadata});
+        Api::<Namespace>::all(self.client.clone())
+            .patch(&self.namespace, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(api_err(format!("creating namespace {}", self.namespace)))?;
+        Ok(())
+    }
+
+    async fn apply(&self, objects: &KindObjects) -> Result<()> {
+        let applied = apply_yaml(&self.client, &objects.to_yaml(), &self.namespace).await?;
+        tracing::debug!(namespace = %self.namespace, ?applied, "applied");
+        Ok(())
+    }
+
+    async fn wait_rolled_out(&self) -> crate::env::Result<()> {
+        let what = format!("Deployment {}/{APP_NAME} to roll out", self.namespace);
+        within(&what, WAIT, await_condition(self.api::<K8sDeployment>(), APP_NAME, ops::deployment_rolled_out))
+            .await?
+            .map_err(|e| EnvError::failed(what, e))?;
+        Ok(())
+    }
+
+    async fn ready_endpoints(&self) -> Result<BTreeSet<String>> {
+        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={APP_NAME}"));
+        let slices = self
+            .api::<EndpointSlice>()
+            .list(&lp)
+            .await
+            .map_err(api_err("listing EndpointSlices"))?;
+        Ok(ops::ready_endpoint_pods(&slices.items))
+    }
+
+    async fn wait_ready_endpoints(&self, count: usize) -> crate::env::Result<BTreeSet<String>> {
+        let what = format!("{count} ready endpoints in EndpointSlices of {}/{APP_NAME}", self.namespace);
+        poll_until(&what, WAIT, Duration::from_millis(250), || async {
+            self.ready_endpoints().await.ok().filter(|eps| eps.len() == count)
+        })
+        .await
+    }
+
+    /// Waits until the controller routes `host` to the pods (a 2xx from `/healthz`).
+    async fn wait_routed(&self, host: &str) -> crate::env::Result<()> {
+        let what = format!("{} to route {host} (GET /healthz → 2xx)", self.controller);
+        let addr = self.endpoint.addr;
+        let tls = self.endpoint.tls.then(|| self.ca.clone());
+        poll_until(&what, WAIT, Duration::from_millis(250), || {
+            let tls = tls.clone();
+            async move {
+                match http_status(addr, host, "/healthz", tls.as_ref()).await {
+                    Ok(code) if (200..300).contains(&code) => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn dump(&self, dir: &Path) -> Result<()> {
+        dump_namespace(&self.client, &self.namespace, dir).await
+    }
+}
+
+/// One plain HTTP/1.1 request to `addr` with `Host: host` (TLS with the testbed CA when given);
+/// returns the status code.
+pub async fn http_status(addr: SocketAddr, host: &str, path: &str, tls: Option<&TestCa>) -> std::io::Result<u16> {
+    let tcp = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: testbed\r\n\r\n");
+    match tls {
+        None => exchange(tcp, &request).await,
+        Some(ca) => {
+            let config = ca.client_config().map_err(std::io::Error::other)?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            exchange(stream, &request).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> std::io::Result<u16> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len].windows(2).any(|w| w == b"\r\n") {
+            break;
+        }
+    }
+    ops::status_code(&String::from_utf8_lossy(&buf[..len]))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
+}
+
+/// Writes pods (YAML), events and container logs of `namespace` into `dir`.
+pub async fn dump_namespace(client: &Client, namespace: &str, dir: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KindError::Dump { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let pods: Api<K8sPod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err("listing pods for the dump"))?;
+    let pods_file = dir.join("pods.yaml");
+    std::fs::write(&pods_file, serde_yaml_ng::to_string(&list.items).unwrap_or_default()).map_err(io(&pods_file))?;
+    for pod in &list.items {
+        let name = pod.name_any();
+        for previous in [false, true] {
+            let lp = LogParams {
+                previous,
+                timestamps: true,
+                ..LogParams::default()
+            };
+            if let Ok(logs) = pods.logs(&name, &lp).await {
+                let file = dir.join(format!("{name}{}.log", if previous { ".previous" } else { "" }));
+                std::fs::write(&file, logs).map_err(io(&file))?;
+            }
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Ok(list) = events.list(&ListParams::default()).await {
+        let text: String = list
+            .items
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}/{}: {} {}\n",
+                    e.last_timestamp.as_ref().map(|t| format!("{:?}", t.0)).unwrap_or_default(),
+                    e.type_.as_deref().unwrap_or(""),
+                    e.involved_object.kind.as_deref().unwrap_or(""),
+                    e.involved_object.name.as_deref().unwrap_or(""),
+                    e.reason.as_deref().unwrap_or(""),
+                    e.message.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        let file = dir.join("events.txt");
+        std::fs::write(&file, text).map_err(io(&file))?;
+    }
+    Ok(())
+}
+
+async fn delete_namespace(client: &Client, namespace: &str) -> Result<()> {
+    match Api::<Namespace>::all(client.clone())
+        .delete(namespace, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(api_err(format!("deleting namespace {namespace}"))(e)),
+    }
+}
+
+fn dump_dir(namespace: &str) -> PathBuf {
+    state_dir().join("dumps").join(namespace)
+}
+
+#[async_trait]
+impl Deployment for KindDeployment {
+    fn controller(&self) -> Controller {
+        self.controller
+    }
+
+    fn spec(&self) -> &IngressSpec {
+        &self.spec
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn versions(&self) -> Versions {
+        let inst = install(self.controller);
+        let image = match inst.workload_kind {
+            "DaemonSet" => Api::<DaemonSet>::namespaced(self.client.clone(), inst.namespace)
+                .get(inst.workload)
+                .await
+                .ok()
+                .and_then(|d| d.spec?.template.spec)
+                .and_then(|p| p.containers.into_iter().find(|c| c.name == inst.container)?.image),
+            _ => Api::<K8sDeployment>::namespaced(self.client.clone(), inst.namespace)
+                .get(inst.workload)
+                .await
+                .ok()
+                .and_then(|d| d.spec?.template.spec)
+                .and_then(|p| p.containers.into_iter().find(|c| c.name == inst.container)?.image),
+        };
+        let image = image.unwrap_or_else(|| "unknown".to_owned());
+        Versions {
+            data_plane: format!("bundled in {image}"),
+            controller: image,
+        }
+    }
+
+    async fn pods(&self) -> crate::env::Result<Vec<Pod>> {
+        let lp = ListParams::default().labels(&render::pod_selector());
+        let list = self
+            .api::<K8sPod>()
+            .list(&lp)
+            .await
+            .map_err(api_err("listing ws-echo pods"))
+            .map_err(KindError::into_env)?;
+        let mut pods: Vec<Pod> = list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+                Some(Pod {
+                    name: p.name_any(),
+                    addr: SocketAddr::new(ip, CONTAINER_PORT),
+                    ready: ops::pod_ready(Some(p)),
+                })
+            })
+            .collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pods)
+    }
+
+    async fn delete_pod(&self, pod: &str) -> crate::env::Result<Termination> {
+        let api = self.api::<K8sPod>();
+        let current = api
+            .get_opt(pod)
+            .await
+            .map_err(api_err(format!("reading pod {pod}")))
+            .map_err(KindError::into_env)?
+            .ok_or_else(|| EnvError::NoSuchPod { pod: pod.to_owned() })?;
+        let uid = current.uid().unwrap_or_default();
+        let started = SystemTime::now();
+        api.delete(pod, &DeleteParams::default())
+            .await
+            .map_err(api_err(format!("deleting pod {pod}")))
+            .map_err(KindError::into_env)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let grace = self.spec.drain.termination_grace + WAIT;
+        let slices = self.api::<EndpointSlice>();
+        let name = pod.to_owned();
+        tokio::spawn(async move {
+            let result = observe_termination(api, slices, name, uid, started, grace).await;
+            let _ = tx.send(result);
+        });
+        Ok(Termination::new(pod.to_owned(), rx))
+    }
+
+    async fn rollout_restart(&self) -> crate::env::Result<()> {
+        let patch = ops::rollout_restart_patch(&ops::rfc3339(SystemTime::now()));
+        self.api::<K8sDeployment>()
+            .patch(APP_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_err("patching restartedAt for a rollout restart"))
+            .map_err(KindError::into_env)?;
+        self.wait_rolled_out().await?;
+        self.wait_ready_endpoints(self.spec.pods as usize).await?;
+        Ok(())
+    }
+
+    async fn scale(&self, replicas: u32) -> crate::env::Result<()> {
+        self.api::<K8sDeployment>()
+            .patch(APP_NAME, &PatchParams::default(), &Patch::Merge(&ops::scale_patch(replicas)))
+            .await
+            .map_err(api_err(format!("scaling to {replicas}")))
+            .map_err(KindError::into_env)?;
+        self.wait_rolled_out().await?;
+        self.wait_ready_endpoints(replicas as usize).await?;
+        Ok(())
+    }
+
+    async fn apply_unrelated_change(&self) -> crate::env::Result<()> {
+        let serial = self.unrelated.fetch_add(1, Ordering::Relaxed);
+        let ingress = render::unrelated_ingress(self.controller, &self.opts, serial);
+        let host = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.rules.as_ref())
+            .and_then(|r| r.first())
+            .and_then(|r| r.host.clone())
+            .unwrap_or_default();
+        apply_yaml(&self.client, &render::to_yaml_doc(&ingress), &self.namespace)
+            .await
+            .map_err(KindError::into_env)?;
+        // The unrelated host is only served on plain HTTP; wait on that port.
+        let addr = self
+            .endpoint
+            .addr
+            .ip()
+            .to_string()
+            .parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, install(self.controller).http_port))
+            .unwrap_or(self.endpoint.addr);
+        let what = format!("{} to serve the unrelated host {host}", self.controller);
+        poll_until(&what, WAIT, Duration::from_millis(250), || {
+            let host = host.clone();
+            async move {
+                match http_status(addr, &host, "/healthz", None).await {
+                    Ok(code) if (200..300).contains(&code) => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{pod}:{CONTAINER_PORT}/proxy/metrics",
+            self.namespace
+        );
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| EnvError::failed("building the metrics proxy request", e))?;
+        self.client
+            .request_text(request)
+            .await
+            .map_err(api_err(format!("reading /metrics of {pod} through the API server proxy")))
+            .map_err(KindError::into_env)
+    }
+
+    async fn teardown(self: Box<Self>) -> crate::env::Result<()> {
+        self.torn_down.store(true, Ordering::SeqCst);
+        if keep_requested() {
+            tracing::info!(namespace = %self.namespace, "TESTBED_KEEP=1: keeping namespace");
+            return Ok(());
+        }
+        delete_namespace(&self.client, &self.namespace)
+            .await
+            .map_err(KindError::into_env)
+    }
+}
+
+impl KindError {
+    fn into_env(self) -> EnvError {
+        self.into()
+    }
+}
+
+/// Follows one pod's termination: when it left the ready endpoints, how its container ended,
+/// when it was gone.
+async fn observe_termination(
+    pods: Api<K8sPod>,
+    slices: Api<EndpointSlice>,
+    pod: String,
+    uid: String,
+    started: SystemTime,
+    limit: Duration,
+) -> crate::env::Result<TerminationRecord> {
+    let mut record = TerminationRecord {
+        pod: pod.clone(),
+        started: Some(started),
+        ..TerminationRecord::default()
+    };
+    let deadline = Instant::now() + limit;
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={APP_NAME}"));
+    loop {
+        if record.endpoint_removed.is_none()
+            && let Ok(list) = slices.list(&lp).await
+            && !ops::ready_endpoint_pods(&list.items).contains(&pod)
+        {
+            record.endpoint_removed = Some(SystemTime::now());
+        }
+        match pods.get_opt(&pod).await {
+            Ok(Some(p)) if p.uid().as_deref() == Some(uid.as_str()) => {
+                let terminated = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.name == APP_NAME))
+                    .and_then(|c| c.state.as_ref()?.terminated.clone());
+                if let Some(t) = terminated {
+                    record.exit_status = Some(match t.signal {
+                        Some(sig) => format!("signal {sig}"),
+                        None if t.exit_code == 137 => "signal 9".to_owned(),
+                        None => format!("exit {}", t.exit_code),
+                    });
+                    if t.exit_code == 137 {
+                        record.sigkill = t.finished_at.as_ref().map(|_| SystemTime::now());
+                    }
+                }
+            }
+            Ok(_) => {
+                record.exited = Some(SystemTime::now());
+                if record.endpoint_removed.is_none() {
+                    record.endpoint_removed = record.exited;
+                }
+                return Ok(record);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading terminating pod"),
+        }
+        if Instant::now() > deadline {
+            return Err(EnvError::Timeout {
+                what: format!("pod {pod} to be gone"),
+                after: limit,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for KindDeployment {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        let torn_down = self.torn_down.load(Ordering::SeqCst);
+        if torn_down && !failed {
+            return;
+        }
+        let keep = keep_requested();
+        let namespace = self.namespace.clone();
+        let config = self.config.clone();
+        // A fresh runtime and client on their own thread: Drop may run inside (or outside) the
+        // test's runtime, and the test's client must not be driven from a blocked thread.
+        let worker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(client) = Client::try_from(config) else { return };
+                if failed {
+                    let dir = dump_dir(&namespace);
+                    match dump_namespace(&client, &namespace, &dir).await {
+                        Ok(()) => eprintln!("kind: dumped pods, events and logs to {}", dir.display()),
+                        Err(e) => eprintln!("kind: dumping {namespace} failed: {e}"),
+                    }
+                }
+                if keep {
+                    eprintln!("kind: TESTBED_KEEP=1, keeping namespace {namespace}");
+                } else if !torn_down && let Err(e) = delete_namespace(&client, &namespace).await {
+                    eprintln!("kind: {e}");
+                }
+            });
+        });
+        let _ = worker.join();
+    }
+}
+
+/// Convenience for tests that want a handle's namespace dumped explicitly.
+pub async fn dump(deployment: &KindDeployment) -> Result<PathBuf> {
+    let dir = dump_dir(deployment.namespace());
+    deployment.dump(&dir).await?;
+    Ok(dir)
+}
+
+/// Wait conditions as plain closures, so they can be combined with kube's [`Condition`] helpers.
+pub fn rolled_out() -> impl Condition<K8sDeployment> {
+    ops::deployment_rolled_out
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<KindDeployment>();
+    is::<Arc<KindEnv>>();
 }

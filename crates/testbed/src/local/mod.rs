@@ -1,16 +1,121 @@
 //! The local environment: real nginx, HAProxy and Traefik binaries in front of ws-echo processes acting as pods.
+//!
+//! Each deployment gets a temp dir (kept with `TESTBED_KEEP=1`) holding the
+//! rendered configuration, pid files, sockets and logs. Pods are ws-echo
+//! processes on their own loopback address (127.0.1.N, one port shared by the
+//! deployment). Endpoint changes reach the data plane the way the controllers
+//! do it, without a reload: nginx re-resolves the Service name through an
+//! embedded DNS responder, HAProxy's server slots are set over the runtime
+//! API, Traefik's dynamic file is rewritten. Configuration changes re-render
+//! and reload nginx (SIGHUP) and HAProxy (SIGUSR2 to the master).
+
+mod dataplane;
+mod dns;
+mod http;
+mod pod;
+mod process;
+mod runtime_api;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use rand::Rng;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
-use crate::env::{Deployment, EnvError, EnvKind, Environment, Result};
-use crate::spec::{Controller, IngressSpec};
+use self::dataplane::DataPlane;
+pub use self::dataplane::DataPlaneProcesses;
+pub use self::dns::DnsResponder;
+use self::http::Target;
+use self::pod::PodProcess;
+use crate::env::{
+    Deployment, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
+};
+use crate::render::local::ExtraRoute;
+use crate::spec::{Controller, IngressSpec, Unsupported};
+use crate::tls::TestCa;
 
-#[derive(Debug)]
+pub type Result<T, E = LocalError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    #[error(transparent)]
+    Tools(#[from] crate::tools::ToolsError),
+    #[error("generating the TLS files")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {what} ({program})")]
+    Spawn {
+        what: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} exited ({status}) before it was ready; {log_tail}")]
+    ExitedEarly {
+        what: String,
+        status: String,
+        log_tail: String,
+    },
+    #[error("timed out after {after:?} waiting for {what}; {log_tail}")]
+    NotReady {
+        what: String,
+        after: Duration,
+        log_tail: String,
+    },
+    #[error("HAProxy runtime API command {command:?} was refused: {answer}")]
+    RuntimeApi { command: String, answer: String },
+    #[error("signalling {what}")]
+    Signal {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("no pod named {pod:?} in this deployment")]
+    NoSuchPod { pod: String },
+}
+
+impl From<LocalError> for EnvError {
+    fn from(e: LocalError) -> Self {
+        match e {
+            LocalError::Unsupported(u) => EnvError::Unsupported(u),
+            LocalError::NoSuchPod { pod } => EnvError::NoSuchPod { pod },
+            other => EnvError::failed("the local environment", other),
+        }
+    }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let what = what.into();
+    move |source| LocalError::Io { what, source }
+}
+
+/// How long the harness waits for a process or the data plane to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The local environment. Cheap; every deployment is independent.
+#[derive(Debug, Default)]
 pub struct LocalEnv {}
 
 impl LocalEnv {
-    pub fn new() -> Result<Self> {
+    pub fn new() -> crate::env::Result<Self> {
         Ok(LocalEnv {})
+    }
+
+    /// Like [`Environment::deploy`], returning the concrete type (for its process ids).
+    pub async fn deploy_local(&self, controller: Controller, spec: &IngressSpec) -> Result<LocalDeployment> {
+        LocalDeployment::start(controller, spec).await
     }
 }
 
@@ -20,11 +125,571 @@ impl Environment for LocalEnv {
         EnvKind::Local
     }
 
-    async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> Result<Box<dyn Deployment>> {
-        crate::render::check_local(controller, spec)?;
-        Err(EnvError::failed(
-            "deploying locally",
-            "the local environment is not built yet",
-        ))
+    async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> crate::env::Result<Box<dyn Deployment>> {
+        Ok(Box::new(self.deploy_local(controller, spec).await?))
     }
+}
+
+/// Pods and the data plane in front of them; dropping it kills every process.
+#[derive(Debug)]
+pub struct LocalDeployment {
+    inner: Arc<Inner>,
+    endpoint: crate::env::Endpoint,
+}
+
+#[derive(Debug)]
+struct Inner {
+    controller: Controller,
+    spec: IngressSpec,
+    dir: PathBuf,
+    tempdir: Mutex<Option<tempfile::TempDir>>,
+    ca: Option<TestCa>,
+    ws_echo: PathBuf,
+    /// Port every pod listens on, each on its own 127.0.1.N.
+    pod_port: u16,
+    target: Target,
+    data_plane: DataPlane,
+    state: Mutex<State>,
+    /// Serializes endpoint and configuration changes.
+    ops: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+#[derive(Debug)]
+struct State {
+    pods: BTreeMap<String, PodProcess>,
+    /// ReplicaSet-like hash in new pod names; changes on rollout.
+    template_hash: String,
+    next_index: u32,
+    extra_routes: Vec<ExtraRoute>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready pods the data plane should route to.
+    fn endpoints(&self) -> Vec<SocketAddr> {
+        self.state()
+            .pods
+            .values()
+            .filter(|p| p.in_endpoints)
+            .map(|p| p.addr)
+            .collect()
+    }
+
+    fn endpoint_names(&self) -> BTreeSet<String> {
+        self.state()
+            .pods
+            .iter()
+            .filter(|(_, p)| p.in_endpoints)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Pushes the current endpoints to the data plane and waits until it has them.
+    async fn sync_endpoints(&self) -> Result<()> {
+        let endpoints = self.endpoints();
+        let extra = self.state().extra_routes.clone();
+        self.data_plane
+            .set_endpoints(&self.spec, &endpoints, &extra, &self.target)
+            .await
+    }
+
+    /// Starts `count` new pods, waits until they are ready and routed.
+    async fn add_pods(self: &Arc<Self>, count: u32) -> Result<Vec<String>> {
+        let mut starting = Vec::new();
+        for _ in 0..count {
+            let (name, addr) = {
+                let mut s = self.state();
+                s.next_index += 1;
+                let n = s.next_index;
+                let name = format!("ws-echo-{}-{n}", s.template_hash);
+                // 127.0.1.1 ..= 127.0.1.254, then 127.0.2.x is avoided (client sources).
+                let addr = SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(127, 0, 1, ((n - 1) % 254 + 1) as u8)),
+                    self.pod_port,
+                );
+                (name, addr)
+            };
+            starting.push(PodProcess::spawn(&self.ws_echo, &self.dir, name, addr, &self.spec));
+        }
+        let mut started = Vec::new();
+        for result in futures_util::future::join_all(starting).await {
+            started.push(result?);
+        }
+        let names: Vec<String> = started.iter().map(|p| p.name.clone()).collect();
+        {
+            let _ops = self.ops.lock().await;
+            {
+                let mut s = self.state();
+                for mut pod in started {
+                    pod.in_endpoints = true;
+                    s.pods.insert(pod.name.clone(), pod);
+                }
+            }
+            self.sync_endpoints().await?;
+        }
+        self.wait_routed(&self.endpoint_names()).await?;
+        Ok(names)
+    }
+
+    /// Waits until requests through the data plane have reached every pod in `names`.
+    async fn wait_routed(&self, names: &BTreeSet<String>) -> Result<()> {
+        let start = Instant::now();
+        let mut seen = BTreeSet::new();
+        let mut last_error = String::new();
+        let mut i: u32 = 0;
+        while !names.is_subset(&seen) {
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(LocalError::NotReady {
+                    what: format!(
+                        "{} to route to pods {names:?} (reached {seen:?}; last error: {last_error})",
+                        self.controller
+                    ),
+                    after: READY_TIMEOUT,
+                    log_tail: self.data_plane.log_tail(),
+                });
+            }
+            // Distinct client addresses, so client-IP affinity spreads too.
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (i % 250 + 1) as u8));
+            i += 1;
+            match http::request(&self.target, Some(source), "POST", "/session", Duration::from_secs(2)).await {
+                Ok(r) if r.status == 200 => {
+                    if let Some(pod) = r.pod() {
+                        seen.insert(pod);
+                    }
+                }
+                Ok(r) => {
+                    last_error = format!("status {}", r.status);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts Kubernetes' termination sequence for `name`. The receiver
+    /// fires once the pod left the data plane's endpoints.
+    fn start_termination(self: &Arc<Self>, name: &str) -> Result<(Termination, oneshot::Receiver<()>)> {
+        let (mut child, pid, addr) = {
+            let mut s = self.state();
+            let pod = s
+                .pods
+                .get_mut(name)
+                .filter(|p| !p.terminating)
+                .ok_or_else(|| LocalError::NoSuchPod { pod: name.to_owned() })?;
+            pod.terminating = true;
+            pod.in_endpoints = false;
+            let child = pod
+                .child
+                .take()
+                .ok_or_else(|| LocalError::NoSuchPod { pod: name.to_owned() })?;
+            (child, pod.pid, pod.addr)
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let (removed_tx, removed_rx) = oneshot::channel();
+        let inner = self.clone();
+        let pod_name = name.to_owned();
+        let name = name.to_owned();
+        let grace = self.spec.drain.termination_grace;
+        let task = tokio::spawn(async move {
+            let started = SystemTime::now();
+            let deadline = tokio::time::Instant::now() + grace;
+            let mut record = TerminationRecord {
+                pod: name.clone(),
+                started: Some(started),
+                ..TerminationRecord::default()
+            };
+            // Endpoint removal and preStop start together, as in Kubernetes.
+            let removal = async {
+                let _ops = inner.ops.lock().await;
+                let result = inner.sync_endpoints().await;
+                let at = SystemTime::now();
+                let _ = removed_tx.send(());
+                result.map(|()| at)
+            };
+            let stop = async {
+                let pod_target = Target::direct(addr);
+                let drain = http::request(&pod_target, None, "GET", "/drain", grace);
+                let prestop = tokio::time::timeout_at(deadline, drain).await;
+                let prestop_done = matches!(prestop, Ok(Ok(_))).then(SystemTime::now);
+                let mut sigterm = None;
+                if tokio::time::Instant::now() < deadline {
+                    if let Err(e) = process::signal(pid, nix::sys::signal::Signal::SIGTERM) {
+                        tracing::warn!(pod = %name, error = %e, "SIGTERM failed");
+                    }
+                    sigterm = Some(SystemTime::now());
+                }
+                let mut sigkill = None;
+                let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        sigkill = Some(SystemTime::now());
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                };
+                (prestop_done, sigterm, sigkill, status)
+            };
+            let (removed, (prestop_done, sigterm, sigkill, status)) = tokio::join!(removal, stop);
+            record.exited = Some(SystemTime::now());
+            record.prestop_done = prestop_done;
+            record.sigterm = sigterm;
+            record.sigkill = sigkill;
+            record.exit_status = status.as_ref().ok().map(|s| process::exit_text(*s));
+            inner.state().pods.remove(&name);
+            let result = match removed {
+                Ok(at) => {
+                    record.endpoint_removed = Some(at);
+                    Ok(record)
+                }
+                Err(e) => Err(EnvError::from(e)),
+            };
+            tracing::debug!(pod = %name, ?result, "pod terminated");
+            let _ = done_tx.send(result);
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+        Ok((Termination::new(pod_name, done_rx), removed_rx))
+    }
+
+    fn kill_everything(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+        for pod in self.state().pods.values_mut() {
+            if let Some(child) = pod.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+        self.data_plane.kill();
+    }
+}
+
+impl LocalDeployment {
+    async fn start(controller: Controller, spec: &IngressSpec) -> Result<Self> {
+        crate::render::check_local(controller, spec)?;
+        let ws_echo = crate::tools::ws_echo()?;
+        let binary = crate::tools::data_plane(controller)?;
+        let tempdir = tempfile::Builder::new()
+            .prefix(&format!("testbed-{controller}-"))
+            .tempdir()
+            .map_err(io_err("creating the deployment's temp dir"))?;
+        let dir = tempdir.path().to_owned();
+        // nginx workers run as `nobody` when the harness is root; they must reach their temp paths.
+        set_mode(&dir, 0o755)?;
+        std::fs::create_dir_all(dir.join("pods")).map_err(io_err("creating the pods' log dir"))?;
+
+        let (ca, tls_files) = if spec.tls {
+            let ca = TestCa::generate(&[spec.host.as_str(), "127.0.0.1"])?;
+            let files = ca.write_to(&dir)?;
+            (Some(ca), Some(files))
+        } else {
+            (None, None)
+        };
+        let tls_client = ca.as_ref().map(|ca| ca.client_config()).transpose()?;
+
+        let pod_port = free_port(IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+        let listen = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?,
+        );
+        let target = Target {
+            addr: listen,
+            host: spec.host.clone(),
+            tls: tls_client,
+            proxy_protocol: spec.proxy_protocol,
+        };
+        let state = State {
+            pods: BTreeMap::new(),
+            template_hash: template_hash(),
+            next_index: 0,
+            extra_routes: Vec::new(),
+        };
+
+        // Pods first, as a Deployment's pods exist before the controller routes to them.
+        let mut starting = Vec::new();
+        let mut names = Vec::new();
+        for n in 1..=spec.pods {
+            let name = format!("ws-echo-{}-{n}", state.template_hash);
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, n as u8)), pod_port);
+            names.push(name.clone());
+            starting.push(PodProcess::spawn(&ws_echo, &dir, name.clone(), addr, spec));
+        }
+        let mut pods = BTreeMap::new();
+        for result in futures_util::future::join_all(starting).await {
+            let mut pod = result?;
+            pod.in_endpoints = true;
+            pods.insert(pod.name.clone(), pod);
+        }
+        let endpoints: Vec<SocketAddr> = pods.values().map(|p| p.addr).collect();
+        let data_plane = DataPlane::start(
+            controller,
+            &binary,
+            spec,
+            &dir,
+            listen,
+            tls_files.as_ref(),
+            &endpoints,
+            &target,
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            controller,
+            spec: spec.clone(),
+            dir,
+            tempdir: Mutex::new(Some(tempdir)),
+            ca,
+            ws_echo,
+            pod_port,
+            target,
+            data_plane,
+            state: Mutex::new(State {
+                pods,
+                next_index: spec.pods,
+                ..state
+            }),
+            ops: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let deployment = LocalDeployment {
+            endpoint: crate::env::Endpoint {
+                addr: listen,
+                host: spec.host.clone(),
+                tls: spec.tls,
+            },
+            inner,
+        };
+        deployment.inner.wait_routed(&names.into_iter().collect()).await?;
+        tracing::info!(controller = %controller, dir = %deployment.inner.dir.display(), "local deployment ready");
+        Ok(deployment)
+    }
+
+    /// The data plane's main process and its workers now (nginx master and
+    /// workers, HAProxy master and workers — old ones too while they drain —,
+    /// Traefik's single process). A reload changes the workers; an endpoint
+    /// change must not.
+    pub fn data_plane_processes(&self) -> DataPlaneProcesses {
+        self.inner.data_plane.processes()
+    }
+
+    /// The deployment's temp dir: rendered configuration, logs, sockets.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The testbed CA when the spec asks for TLS (trust it to dial the endpoint).
+    pub fn test_ca(&self) -> Option<&TestCa> {
+        self.inner.ca.as_ref()
+    }
+
+    /// Deletes `pod` and returns once the data plane no longer routes to it
+    /// (the pod itself may still be draining; wait on the [`Termination`]).
+    pub async fn delete_pod_and_wait_removed(&self, pod: &str) -> Result<Termination> {
+        let (termination, removed) = self.inner.start_termination(pod)?;
+        let _ = removed.await;
+        Ok(termination)
+    }
+}
+
+impl Drop for LocalDeployment {
+    fn drop(&mut self) {
+        self.inner.kill_everything();
+        let tempdir = self.inner.tempdir.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tempdir) = tempdir {
+            if keep_requested() {
+                let path = tempdir.keep();
+                tracing::info!(dir = %path.display(), "TESTBED_KEEP: kept the deployment's files");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Deployment for LocalDeployment {
+    fn controller(&self) -> Controller {
+        self.inner.controller
+    }
+
+    fn spec(&self) -> &IngressSpec {
+        &self.inner.spec
+    }
+
+    fn endpoint(&self) -> &crate::env::Endpoint {
+        &self.endpoint
+    }
+
+    async fn versions(&self) -> Versions {
+        Versions {
+            controller: format!(
+                "none (local: {} configuration rendered by testbed)",
+                self.inner.controller
+            ),
+            data_plane: self.inner.data_plane.version().await,
+        }
+    }
+
+    async fn pods(&self) -> crate::env::Result<Vec<Pod>> {
+        Ok(self
+            .inner
+            .state()
+            .pods
+            .iter()
+            .map(|(name, p)| Pod {
+                name: name.clone(),
+                addr: p.addr,
+                ready: p.in_endpoints && !p.terminating,
+            })
+            .collect())
+    }
+
+    async fn delete_pod(&self, pod: &str) -> crate::env::Result<Termination> {
+        Ok(self.inner.start_termination(pod)?.0)
+    }
+
+    async fn rollout_restart(&self) -> crate::env::Result<()> {
+        let old: Vec<String> = {
+            let mut s = self.inner.state();
+            s.template_hash = template_hash();
+            s.pods
+                .iter()
+                .filter(|(_, p)| !p.terminating)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let mut terminations = Vec::new();
+        for name in old {
+            // maxSurge 1, maxUnavailable 0: a new pod is ready and routed before an old one goes.
+            self.inner.add_pods(1).await?;
+            let (termination, removed) = self.inner.start_termination(&name)?;
+            let _ = removed.await;
+            terminations.push(termination);
+        }
+        let limit = self.inner.spec.drain.termination_grace + Duration::from_secs(5);
+        for termination in terminations {
+            termination.wait(limit).await?;
+        }
+        Ok(())
+    }
+
+    async fn scale(&self, replicas: u32) -> crate::env::Result<()> {
+        let current: Vec<String> = self
+            .inner
+            .state()
+            .pods
+            .iter()
+            .filter(|(_, p)| !p.terminating)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let now = current.len() as u32;
+        if replicas > now {
+            self.inner.add_pods(replicas - now).await?;
+        } else {
+            // The newest pods go first, as a ReplicaSet scaling down prefers them.
+            let mut removals = Vec::new();
+            for name in current.iter().rev().take((now - replicas) as usize) {
+                let (_, removed) = self.inner.start_termination(name)?;
+                removals.push(removed);
+            }
+            for removed in removals {
+                let _ = removed.await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_unrelated_change(&self) -> crate::env::Result<()> {
+        let _ops = self.inner.ops.lock().await;
+        let route = {
+            let mut s = self.inner.state();
+            let route = ExtraRoute {
+                host: format!("unrelated-{}.testbed.local", s.extra_routes.len() + 1),
+                path: "/".to_owned(),
+            };
+            s.extra_routes.push(route.clone());
+            route
+        };
+        let endpoints = self.inner.endpoints();
+        let extra = self.inner.state().extra_routes.clone();
+        self.inner
+            .data_plane
+            .apply_config(&self.inner.spec, &endpoints, &extra, &self.inner.target)
+            .await?;
+        // The change is applied once the new route answers.
+        let target = Target {
+            host: route.host.clone(),
+            ..self.inner.target.clone()
+        };
+        let start = Instant::now();
+        loop {
+            match http::request(&target, None, "POST", "/session", Duration::from_secs(2)).await {
+                Ok(r) if r.status == 200 => return Ok(()),
+                _ if start.elapsed() > READY_TIMEOUT => {
+                    return Err(LocalError::NotReady {
+                        what: format!("the new route {} to answer", route.host),
+                        after: READY_TIMEOUT,
+                        log_tail: self.inner.data_plane.log_tail(),
+                    }
+                    .into());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {
+        let addr = self
+            .inner
+            .state()
+            .pods
+            .get(pod)
+            .map(|p| p.addr)
+            .ok_or_else(|| EnvError::NoSuchPod { pod: pod.to_owned() })?;
+        let r = http::request(&Target::direct(addr), None, "GET", "/metrics", Duration::from_secs(5))
+            .await
+            .map_err(io_err(format!("reading /metrics of pod {pod}")))?;
+        if r.status != 200 {
+            return Err(EnvError::failed(
+                format!("reading /metrics of pod {pod}"),
+                format!("status {}", r.status),
+            ));
+        }
+        Ok(r.body)
+    }
+
+    async fn teardown(self: Box<Self>) -> crate::env::Result<()> {
+        self.inner.kill_everything();
+        self.inner.data_plane.wait_exit(Duration::from_secs(5)).await;
+        drop(self);
+        Ok(())
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("setting the mode of {}", path.display())))
+}
+
+/// A port the OS says is free on `ip` (0.0.0.0: free on every address).
+fn free_port(ip: IpAddr) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).map_err(io_err("finding a free port"))?;
+    Ok(listener.local_addr().map_err(io_err("finding a free port"))?.port())
+}
+
+/// Ten lowercase alphanumerics, like a ReplicaSet's pod-template-hash.
+fn template_hash() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }

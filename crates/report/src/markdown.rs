@@ -1,0 +1,162 @@
+//! `report.md`: the matrix, the figures, and the caveats with the knob that fixes each.
+
+use std::fmt::Write;
+
+use crate::model::{Outcome, Report};
+
+/// The behaviour × controller matrix as a Markdown table (also printed by `cargo xtask e2e`).
+pub fn matrix(report: &Report) -> String {
+    let controllers = report.controllers();
+    let mut out = String::new();
+    let _ = write!(out, "| behaviour |");
+    for c in &controllers {
+        let _ = write!(out, " {c} |");
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &controllers {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    for (behaviour, _) in report.behaviours() {
+        let _ = write!(out, "| `{behaviour}` |");
+        for c in &controllers {
+            let cell = match report.get(&behaviour, c) {
+                None => "—".to_owned(),
+                Some(r) => {
+                    let mark = match r.outcome {
+                        Outcome::Pass => "pass",
+                        Outcome::Fail => "**FAIL**",
+                        Outcome::Skip => "skip",
+                    };
+                    let caveat = if r.caveat.is_some() { " ⚠" } else { "" };
+                    match &r.key_figure {
+                        Some(fig) => format!("{mark}{caveat} · {}", escape(fig)),
+                        None => format!("{mark}{caveat}"),
+                    }
+                }
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# WebSocket behaviour through ingress controllers ({} environment)\n", report.env);
+    let _ = writeln!(
+        out,
+        "{} passed, {} failed, {} skipped{}.\n",
+        report.count(Outcome::Pass),
+        report.count(Outcome::Fail),
+        report.count(Outcome::Skip),
+        report.wall_seconds.map(|s| format!(" in {s:.0} s")).unwrap_or_default()
+    );
+    if !report.versions.is_empty() {
+        let _ = writeln!(out, "| controller | controller version | data plane |\n|---|---|---|");
+        for (name, v) in &report.versions {
+            let _ = writeln!(out, "| {name} | {} | {} |", escape(&v.controller), escape(&v.data_plane));
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want.\n");
+    out.push_str(&matrix(report));
+
+    let caveats: Vec<_> = report.results.iter().filter_map(|r| r.caveat.as_ref().map(|c| (r, c))).collect();
+    if !caveats.is_empty() {
+        let _ = writeln!(out, "\n## Caveats\n");
+        for (r, c) in caveats {
+            let _ = writeln!(out, "- **{}** `{}`: {} Knob: `{}`.", r.controller, r.behaviour, c.text, c.knob);
+        }
+    }
+
+    let _ = writeln!(out, "\n## Details\n");
+    for (behaviour, area) in report.behaviours() {
+        let _ = writeln!(out, "### `{behaviour}` ({area})\n");
+        if let Some(first) = report.results.iter().find(|r| r.behaviour == behaviour) {
+            let _ = writeln!(out, "{}\n", first.description);
+        }
+        let _ = writeln!(out, "| controller | outcome | expected | observed | figures | source |\n|---|---|---|---|---|---|");
+        for c in report.controllers() {
+            let Some(r) = report.get(&behaviour, &c) else { continue };
+            let figures = r
+                .figures
+                .iter()
+                .map(|f| format!("{} = {} {}", f.name, trim_number(f.value), f.unit))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let observed = match (&r.skip_reason, &r.error) {
+                (Some(reason), _) => format!("skipped: {reason}"),
+                (_, Some(err)) => format!("{} ({err})", r.observed),
+                _ => r.observed.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "| {c} | {} | {} | {} | {} | {} |",
+                r.outcome.as_str(),
+                escape(&r.expected),
+                escape(&observed),
+                escape(&figures),
+                escape(&r.source)
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn trim_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BehaviourResult, Caveat, Figure};
+
+    fn result(behaviour: &str, controller: &str, outcome: Outcome) -> BehaviourResult {
+        BehaviourResult {
+            index: 0,
+            behaviour: behaviour.into(),
+            area: "timeouts".into(),
+            description: "d".into(),
+            controller: controller.into(),
+            env: "local".into(),
+            outcome,
+            expected: "closed".into(),
+            observed: "closed".into(),
+            source: "https://example.invalid/doc".into(),
+            caveat: None,
+            skip_reason: None,
+            error: None,
+            figures: vec![Figure { name: "ended_after".into(), value: 3.02, unit: "s".into() }],
+            key_figure: Some("3.0 s".into()),
+            lanes: vec![],
+            markers: vec![],
+            duration_ms: 10.0,
+        }
+    }
+
+    #[test]
+    fn matrix_has_a_cell_per_controller_with_the_key_figure() {
+        let mut caveated = result("idle", "haproxy", Outcome::Pass);
+        caveated.caveat = Some(Caveat { text: "cut".into(), knob: "timeout tunnel".into() });
+        let report = Report {
+            env: "local".into(),
+            generated_at: 0,
+            wall_seconds: Some(61.0),
+            versions: Default::default(),
+            results: vec![result("idle", "nginx", Outcome::Pass), caveated, result("idle", "traefik", Outcome::Fail)],
+        };
+        let md = render(&report);
+        assert!(md.contains("| behaviour | nginx | traefik | haproxy |"), "{md}");
+        assert!(md.contains("| `idle` | pass · 3.0 s | **FAIL** · 3.0 s | pass ⚠ · 3.0 s |"), "{md}");
+        assert!(md.contains("Knob: `timeout tunnel`"), "{md}");
+        assert!(md.contains("2 passed, 1 failed, 0 skipped in 61 s"), "{md}");
+    }
+}

@@ -1,0 +1,180 @@
+//! The result model shared by the suite (which writes it) and the renderers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// What was measured matches the expectation.
+    Pass,
+    /// It does not, or the test could not measure it.
+    Fail,
+    /// Not applicable here (unsupported knob, Kubernetes-only behaviour).
+    Skip,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Skip => "skip",
+        }
+    }
+}
+
+/// One measured number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// How a connection lane ended in a timeline picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LaneEnd {
+    /// A close frame with this code arrived.
+    Closed { code: u16 },
+    /// TCP ended without a close frame (reset, EOF, timeout of the proxy).
+    Abnormal { error: String },
+    /// The handshake failed (status 0 when no HTTP answer came at all).
+    HandshakeFailed { status: u16 },
+    /// Still open when the test stopped watching.
+    Open,
+}
+
+/// A marker inside a lane (a message, a ping, a reconnect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneEvent {
+    pub at_ms: f64,
+    pub label: String,
+}
+
+/// One client connection in a timeline picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lane {
+    pub label: String,
+    /// Which pod answered (from the hello), if any.
+    pub pod: Option<String>,
+    /// Milliseconds since the test's time zero.
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub end: LaneEnd,
+    #[serde(default)]
+    pub events: Vec<LaneEvent>,
+}
+
+/// A vertical marker across all lanes: "pod deleted", "SIGTERM", "reload".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub at_ms: f64,
+    pub label: String,
+}
+
+/// A caveat: the real behaviour is not what a user would want.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caveat {
+    pub text: String,
+    /// The knob that changes it.
+    pub knob: String,
+}
+
+/// One behaviour × controller in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourResult {
+    /// Position in the catalogue: the report's row order.
+    pub index: usize,
+    pub behaviour: String,
+    pub area: String,
+    pub description: String,
+    pub controller: String,
+    pub env: String,
+    pub outcome: Outcome,
+    /// The expected observation from the controller's profile.
+    pub expected: String,
+    /// What this run observed (same vocabulary as `expected`).
+    pub observed: String,
+    /// Where the expectation comes from (documentation page or issue).
+    pub source: String,
+    #[serde(default)]
+    pub caveat: Option<Caveat>,
+    #[serde(default)]
+    pub skip_reason: Option<String>,
+    /// Why the test failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub figures: Vec<Figure>,
+    /// The figure shown in the matrix cell.
+    #[serde(default)]
+    pub key_figure: Option<String>,
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+    #[serde(default)]
+    pub markers: Vec<Marker>,
+    pub duration_ms: f64,
+}
+
+impl BehaviourResult {
+    /// File name of this result inside the results directory.
+    pub fn file_name(&self) -> String {
+        format!("{}--{}.json", self.behaviour, self.controller)
+    }
+}
+
+/// Versions of what ran, per controller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunVersions {
+    pub controller: String,
+    pub data_plane: String,
+}
+
+/// A whole run: `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub env: String,
+    /// Seconds since the Unix epoch when the report was assembled.
+    pub generated_at: u64,
+    /// Wall-clock duration of the suite run, when known.
+    #[serde(default)]
+    pub wall_seconds: Option<f64>,
+    /// Controller name → versions.
+    pub versions: BTreeMap<String, RunVersions>,
+    pub results: Vec<BehaviourResult>,
+}
+
+impl Report {
+    /// Controllers in report order (as they appear in the results, nginx/traefik/haproxy first).
+    pub fn controllers(&self) -> Vec<String> {
+        const ORDER: [&str; 3] = ["nginx", "traefik", "haproxy"];
+        let mut names: Vec<String> = self.results.iter().map(|r| r.controller.clone()).collect();
+        names.sort_by_key(|n| (ORDER.iter().position(|o| o == n).unwrap_or(ORDER.len()), n.clone()));
+        names.dedup();
+        names
+    }
+
+    /// Behaviours in catalogue order, with their area.
+    pub fn behaviours(&self) -> Vec<(String, String)> {
+        let mut sorted: Vec<&BehaviourResult> = self.results.iter().collect();
+        sorted.sort_by_key(|r| r.index);
+        let mut seen = Vec::<(String, String)>::new();
+        for r in sorted {
+            if !seen.iter().any(|(b, _)| b == &r.behaviour) {
+                seen.push((r.behaviour.clone(), r.area.clone()));
+            }
+        }
+        seen
+    }
+
+    pub fn get(&self, behaviour: &str, controller: &str) -> Option<&BehaviourResult> {
+        self.results.iter().find(|r| r.behaviour == behaviour && r.controller == controller)
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+}

@@ -1,0 +1,256 @@
+//! Runs one behaviour against one controller and records the result.
+//!
+//! [`run`] deploys the spec in the environment `TESTBED_ENV` names, hands the
+//! test a [`Ctx`] to measure with, compares the observation with the
+//! controller's profile, writes the result file the report is built from, and
+//! panics when the outcome deviates — so nextest shows the failure too.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use report::model::{Caveat, Marker};
+use report::{BehaviourResult, Figure, Lane, Outcome};
+use testbed::env::{EnvError, EnvKind, Versions};
+use testbed::probe::{ProbeOptions, Timeline};
+use testbed::{Controller, Deployment, IngressSpec};
+
+use crate::catalogue;
+use crate::lanes;
+use crate::profile;
+
+/// Longest a behaviour may take before it is failed (nextest kills later still).
+const CASE_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// What a running test can use and record.
+#[derive(Clone)]
+pub struct Ctx {
+    pub deployment: Arc<dyn Deployment>,
+    pub controller: Controller,
+    pub env: EnvKind,
+    record: Arc<Mutex<Record>>,
+    t0: Instant,
+    t0_unix_ms: f64,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    figures: Vec<Figure>,
+    key_figure: Option<String>,
+    lanes: Vec<Lane>,
+    markers: Vec<Marker>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("controller", &self.controller).field("env", &self.env).finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// Probe options for `path_and_query` on this deployment's ingress (TLS trust included).
+    pub fn probe(&self, path_and_query: &str) -> ProbeOptions {
+        let endpoint = self.deployment.endpoint();
+        let mut opts = ProbeOptions::for_endpoint(endpoint, path_and_query).expect("the endpoint yields a valid URL");
+        if endpoint.tls {
+            opts = opts.tls(crate::tls_client_config());
+        }
+        opts
+    }
+
+    /// Milliseconds since the test started (the timeline's time zero).
+    pub fn now_ms(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64() * 1000.0
+    }
+
+    pub fn figure(&self, name: &str, value: f64, unit: &str) {
+        self.lock().figures.push(Figure { name: name.to_owned(), value, unit: unit.to_owned() });
+    }
+
+    /// The figure shown in the matrix cell.
+    pub fn key_figure(&self, text: impl Into<String>) {
+        self.lock().key_figure = Some(text.into());
+    }
+
+    pub fn marker(&self, label: impl Into<String>) {
+        let at_ms = self.now_ms();
+        self.lock().markers.push(Marker { at_ms, label: label.into() });
+    }
+
+    /// Adds a connection's timeline as a lane of the report's picture.
+    pub fn lane(&self, label: impl Into<String>, timeline: &Timeline) {
+        let lane = lanes::from_timeline(label.into(), timeline, self.t0_unix_ms);
+        self.lock().lanes.push(lane);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs `behaviour` for `controller` with `spec`; `test` returns the observation.
+pub async fn run<F, Fut>(behaviour: &str, controller: Controller, spec: IngressSpec, test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+{
+    crate::init_tracing();
+    let started = Instant::now();
+    let (index, entry) = catalogue::find(behaviour).unwrap_or_else(|| panic!("{behaviour} is not in the catalogue"));
+    let env = EnvKind::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let profile = profile::load(controller).unwrap_or_else(|e| panic!("{e}"));
+    let expectation = profile.get(behaviour).unwrap_or_else(|e| panic!("{e}")).clone();
+    let expected = expectation.observed_in(env).to_owned();
+
+    let mut result = BehaviourResult {
+        index,
+        behaviour: behaviour.to_owned(),
+        area: entry.area.name().to_owned(),
+        description: entry.description.to_owned(),
+        controller: controller.name().to_owned(),
+        env: env.name().to_owned(),
+        outcome: Outcome::Fail,
+        expected: expected.clone(),
+        observed: String::new(),
+        source: expectation.source.clone(),
+        caveat: expectation.caveat.clone().zip(expectation.knob.clone()).map(|(text, knob)| Caveat { text, knob }),
+        skip_reason: None,
+        error: None,
+        figures: Vec::new(),
+        key_figure: None,
+        lanes: Vec::new(),
+        markers: Vec::new(),
+        duration_ms: 0.0,
+    };
+
+    match (env, entry.kubernetes_only) {
+        (EnvKind::Local, Some(reason)) => skip(&mut result, reason.to_owned()),
+        _ => measure(&mut result, env, controller, &spec, test).await,
+    }
+    result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    write_result(&result);
+
+    match result.outcome {
+        Outcome::Pass => {}
+        Outcome::Skip => eprintln!("SKIPPED {behaviour} [{controller}]: {}", result.skip_reason.as_deref().unwrap_or("")),
+        Outcome::Fail => panic!(
+            "{behaviour} [{controller}, {env}]: expected {:?}, observed {:?}{}",
+            result.expected,
+            result.observed,
+            result.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+        ),
+    }
+}
+
+async fn measure<F, Fut>(result: &mut BehaviourResult, env: EnvKind, controller: Controller, spec: &IngressSpec, test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+{
+    let environment = match testbed::env::from_env().await {
+        Ok(e) => e,
+        Err(err) => return fail(result, format!("opening the {env} environment: {}", chain(&err))),
+    };
+    let deployment: Arc<dyn Deployment> = match environment.deploy(controller, spec).await {
+        Ok(d) => Arc::from(d),
+        Err(EnvError::Unsupported(unsupported)) => {
+            result.observed = "unsupported".to_owned();
+            if result.expected == "unsupported" {
+                skip(result, unsupported.to_string());
+            } else {
+                result.outcome = Outcome::Fail;
+                result.error = Some(unsupported.to_string());
+            }
+            return;
+        }
+        Err(err) => return fail(result, format!("deploying: {}", chain(&err))),
+    };
+    write_versions(controller, &deployment.versions().await);
+
+    let ctx = Ctx {
+        deployment: deployment.clone(),
+        controller,
+        env,
+        record: Arc::default(),
+        t0: Instant::now(),
+        t0_unix_ms: unix_ms(),
+    };
+    let outcome = tokio::time::timeout(CASE_TIMEOUT, test(ctx.clone())).await;
+    {
+        let mut record = ctx.lock();
+        result.figures = std::mem::take(&mut record.figures);
+        result.key_figure = record.key_figure.take();
+        result.lanes = std::mem::take(&mut record.lanes);
+        result.markers = std::mem::take(&mut record.markers);
+    }
+    match outcome {
+        Ok(Ok(observed)) => {
+            result.outcome = if observed == result.expected { Outcome::Pass } else { Outcome::Fail };
+            result.observed = observed;
+        }
+        Ok(Err(err)) => fail(result, format!("{err:#}")),
+        Err(_) => fail(result, format!("the test did not finish within {CASE_TIMEOUT:?}")),
+    }
+    // Tear down here (the last handle drops), so the next test starts clean.
+    drop(ctx);
+    drop(deployment);
+}
+
+fn skip(result: &mut BehaviourResult, reason: String) {
+    result.outcome = Outcome::Skip;
+    if result.observed.is_empty() {
+        result.observed = "skipped".to_owned();
+    }
+    result.skip_reason = Some(reason);
+}
+
+fn fail(result: &mut BehaviourResult, error: String) {
+    result.outcome = Outcome::Fail;
+    if result.observed.is_empty() {
+        result.observed = "error".to_owned();
+    }
+    result.error = Some(error);
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `TESTBED_RESULTS_DIR`, default `target/testbed/results/<env>/`.
+pub fn results_dir(env: EnvKind) -> PathBuf {
+    match std::env::var_os("TESTBED_RESULTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testbed/results").join(env.name()),
+    }
+}
+
+fn write_result(result: &BehaviourResult) {
+    let dir = results_dir(EnvKind::from_env().unwrap_or(EnvKind::Local));
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let json = serde_json::to_vec_pretty(result).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(result.file_name()), json)
+    };
+    if let Err(err) = write() {
+        eprintln!("warning: could not write the result of {} to {}: {err}", result.behaviour, dir.display());
+    }
+}
+
+fn write_versions(controller: Controller, versions: &Versions) {
+    let dir = results_dir(EnvKind::from_env().unwrap_or(EnvKind::Local)).join("versions");
+    let run = report::model::RunVersions { controller: versions.controller.clone(), data_plane: versions.data_plane.clone() };
+    let _ = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{}.json", controller.name())), serde_json::to_vec(&run).unwrap_or_default()));
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default()
+}

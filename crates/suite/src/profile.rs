@@ -1,0 +1,119 @@
+//! Expected outcomes per controller, read from `docs/profiles/<controller>.toml`.
+//!
+//! Expectations are data next to the code that checks them (as tokio-tungstenite
+//! keeps its Autobahn results): each names the observation a test must make,
+//! where that expectation comes from, and — when the real behaviour is not what
+//! users want — the caveat and the knob that changes it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use testbed::{Controller, EnvKind};
+
+pub type Result<T, E = ProfileError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("reading profile {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing profile {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("profile {path} is for {found:?}, expected {expected}")]
+    WrongController { path: PathBuf, found: String, expected: Controller },
+    #[error("profile {path} has no expectation for {behaviour}")]
+    Missing { path: PathBuf, behaviour: String },
+}
+
+/// One controller's profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub controller: String,
+    pub expect: BTreeMap<String, Expectation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// The observation the test must make (each test documents its vocabulary).
+    pub observed: String,
+    /// A different observation in the kind environment, where the controller
+    /// itself (not only its data plane) is in the path.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Documentation page or issue the expectation comes from.
+    pub source: String,
+    /// Set when the real behaviour is not what users want.
+    #[serde(default)]
+    pub caveat: Option<String>,
+    /// The knob that changes the caveated behaviour.
+    #[serde(default)]
+    pub knob: Option<String>,
+}
+
+impl Expectation {
+    pub fn observed_in(&self, env: EnvKind) -> &str {
+        match (env, &self.kind) {
+            (EnvKind::Kind, Some(kind)) => kind,
+            _ => &self.observed,
+        }
+    }
+}
+
+/// `docs/profiles/` in the workspace.
+pub fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/profiles")
+}
+
+pub fn load(controller: Controller) -> Result<Profile> {
+    load_from(&profiles_dir(), controller)
+}
+
+pub fn load_from(dir: &Path, controller: Controller) -> Result<Profile> {
+    let path = dir.join(format!("{}.toml", controller.name()));
+    let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path: path.clone(), source })?;
+    let profile: Profile = toml::from_str(&text).map_err(|source| ProfileError::Parse { path: path.clone(), source })?;
+    if profile.controller != controller.name() {
+        return Err(ProfileError::WrongController { path, found: profile.controller, expected: controller });
+    }
+    Ok(profile)
+}
+
+impl Profile {
+    pub fn get(&self, behaviour: &str) -> Result<&Expectation> {
+        self.expect.get(behaviour).ok_or_else(|| ProfileError::Missing {
+            path: profiles_dir().join(format!("{}.toml", self.controller)),
+            behaviour: behaviour.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::CATALOGUE;
+
+    #[test]
+    fn every_controller_has_a_sourced_expectation_for_every_behaviour() {
+        for controller in Controller::ALL {
+            let profile = load(controller).unwrap();
+            for behaviour in CATALOGUE {
+                let e = profile.get(behaviour.name).unwrap();
+                assert!(e.source.starts_with("http"), "{controller} {}: source must be a link", behaviour.name);
+                assert_eq!(e.caveat.is_some(), e.knob.is_some(), "{controller} {}: a caveat names its knob", behaviour.name);
+            }
+            for name in profile.expect.keys() {
+                assert!(CATALOGUE.iter().any(|b| b.name == name), "{controller}: {name} is not in the catalogue");
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! nginx.conf as ingress-nginx generates it from its template, for open-source nginx.
+//!
+//! ingress-nginx balances in Lua (`balancer_by_lua`) and keeps endpoints in
+//! Lua shared memory, so endpoint changes never reload nginx. Open-source
+//! nginx (no Lua in the pinned build) gets the same property from an upstream
+//! with a shared `zone` and `server <service name> resolve`, answered by the
+//! harness's DNS responder. Cookie affinity (Lua in ingress-nginx) is
+//! emulated with a consistent hash over the cookie value, and the cookie is
+//! set on the first response (the 101 too, hence `always`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{LocalContext, Result, SERVICE, SERVICE_PORT, time_value};
+use crate::render::check_local;
+use crate::spec::{Affinity, Controller, IngressSpec};
+
+/// ingress-nginx's `worker-shutdown-timeout` default.
+pub const DEFAULT_WORKER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(240);
+/// ingress-nginx's `proxy-read-timeout` / `proxy-send-timeout` default.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// ingress-nginx's `proxy-connect-timeout` default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The upstream name ingress-nginx gives a Service port: `<namespace>-<service>-<port>`.
+pub fn upstream_name() -> String {
+    format!("{}-{SERVICE}-{SERVICE_PORT}", super::NAMESPACE)
+}
+
+/// Renders nginx.conf.
+pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
+    check_local(Controller::Nginx, spec)?;
+    let dir = ctx.runtime_dir.display();
+    let upstream = upstream_name();
+    // `timeouts.idle` sets both directions: an upgraded connection is idle
+    // when neither side sends, and nginx counts each direction separately.
+    let read = spec
+        .timeouts
+        .read
+        .or(spec.timeouts.idle)
+        .unwrap_or(DEFAULT_PROXY_TIMEOUT);
+    let send = spec
+        .timeouts
+        .send
+        .or(spec.timeouts.idle)
+        .unwrap_or(DEFAULT_PROXY_TIMEOUT);
+    let shutdown = spec.data_plane.drain_limit.unwrap_or(DEFAULT_WORKER_SHUTDOWN_TIMEOUT);
+
+    let mut c = String::new();
+    let w = &mut c;
+    let _ = writeln!(
+        w,
+        "# Rendered by testbed as ingress-nginx renders nginx.conf (ingress {}).",
+        spec.host
+    );
+    let _ = writeln!(w, "daemon off;");
+    let _ = writeln!(w, "master_process on;");
+    let _ = writeln!(w, "worker_processes 2;");
+    let _ = writeln!(w, "pid {dir}/nginx.pid;");
+    let _ = writeln!(w, "error_log stderr notice;");
+    let _ = writeln!(
+        w,
+        "# worker-shutdown-timeout: old workers end their connections this long after a reload."
+    );
+    let _ = writeln!(w, "worker_shutdown_timeout {};", time_value(shutdown));
+    let _ = writeln!(
+        w,
+        "events {{\n    multi_accept on;\n    worker_connections 16384;\n    use epoll;\n}}"
+    );
+    let _ = writeln!(w, "http {{");
+    for (directive, sub) in [
+        ("client_body_temp_path", "client-body"),
+        ("proxy_temp_path", "proxy-temp"),
+        ("fastcgi_temp_path", "fastcgi-temp"),
+        ("uwsgi_temp_path", "uwsgi-temp"),
+        ("scgi_temp_path", "scgi-temp"),
+    ] {
+        let _ = writeln!(w, "    {directive} {dir}/{sub};");
+    }
+    let _ = writeln!(w, "    access_log {dir}/access.log;");
+    let _ = writeln!(w, "    keepalive_timeout 75s;");
+    let _ = writeln!(w, "    server_tokens off;");
+    let _ = writeln!(w, "    # Upgrade handling, as in ingress-nginx's template.");
+    let _ = writeln!(
+        w,
+        "    map $http_upgrade $connection_upgrade {{\n        default upgrade;\n        '' close;\n    }}"
+    );
+    if spec.proxy_protocol {
+        let _ = writeln!(
+            w,
+            "    # use-proxy-protocol: the client address comes from the PROXY header."
+        );
+        let _ = writeln!(w, "    real_ip_header proxy_protocol;");
+        let _ = writeln!(w, "    set_real_ip_from 0.0.0.0/0;");
+    }
+    if let Some(r) = &ctx.backends.resolver {
+        let _ = writeln!(
+            w,
+            "    # Endpoints come from DNS (the harness's responder), re-resolved every {}s without a reload.",
+            r.valid_secs
+        );
+        let _ = writeln!(w, "    resolver {} valid={}s ipv6=off;", r.server, r.valid_secs);
+        let _ = writeln!(w, "    resolver_timeout 2s;");
+    }
+    let key = match &spec.affinity {
+        Affinity::None => None,
+        Affinity::ClientIp => {
+            let _ = writeln!(w, "    # upstream-hash-by: \"$remote_addr\"");
+            Some("$remote_addr".to_owned())
+        }
+        Affinity::Cookie(cookie) => {
+            let name = &cookie.name;
+            let mut attrs = String::from("Path=/; HttpOnly");
+            if let Some(age) = cookie.max_age_secs {
+                let _ = write!(attrs, "; Max-Age={age}");
+            }
+            let _ = writeln!(w, "    # affinity: cookie, session-cookie-name: {name}");
+            let _ = writeln!(
+                w,
+                "    map $cookie_{name} $affinity_key {{\n        '' $request_id;\n        default $cookie_{name};\n    }}"
+            );
+            let _ = writeln!(
+                w,
+                "    map $cookie_{name} $affinity_set_cookie {{\n        '' \"{name}=$request_id; {attrs}\";\n        default '';\n    }}"
+            );
+            Some("$affinity_key".to_owned())
+        }
+    };
+    let _ = writeln!(w, "    upstream {upstream} {{");
+    let _ = writeln!(w, "        zone {upstream} 256k;");
+    if let Some(key) = &key {
+        let _ = writeln!(w, "        hash {key} consistent;");
+    }
+    match &ctx.backends.resolver {
+        Some(r) => {
+            let _ = writeln!(w, "        server {}:{} resolve;", r.name, r.port);
+        }
+        None => {
+            for pod in &ctx.backends.pods {
+                let _ = writeln!(w, "        server {pod};");
+            }
+        }
+    }
+    let _ = writeln!(w, "    }}");
+
+    let ssl = if ctx.tls.is_some() { " ssl" } else { "" };
+    let proxy = if spec.proxy_protocol { " proxy_protocol" } else { "" };
+    let _ = writeln!(w, "    # default backend: hosts without an Ingress rule");
+    let _ = writeln!(w, "    server {{");
+    let _ = writeln!(w, "        listen {}{ssl}{proxy} default_server;", ctx.listen);
+    write_tls(w, ctx);
+    let _ = writeln!(w, "        location / {{\n            return 404;\n        }}");
+    let _ = writeln!(w, "    }}");
+
+    let mut routes = vec![(spec.host.as_str(), spec.path.as_str(), true)];
+    routes.extend(
+        ctx.extra_routes
+            .iter()
+            .map(|r| (r.host.as_str(), r.path.as_str(), false)),
+    );
+    for (host, path, main) in routes {
+        let _ = writeln!(w, "    ## start server {host}");
+        let _ = writeln!(w, "    server {{");
+        let _ = writeln!(w, "        server_name {host};");
+        let _ = writeln!(w, "        listen {}{ssl}{proxy};", ctx.listen);
+        write_tls(w, ctx);
+        let _ = writeln!(w, "        location {path} {{");
+        if main && let Affinity::Cookie(_) = &spec.affinity {
+            let _ = writeln!(w, "            add_header Set-Cookie $affinity_set_cookie always;");
+        }
+        let _ = writeln!(w, "            proxy_set_header Host $host;");
+        let _ = writeln!(w, "            proxy_set_header Upgrade $http_upgrade;");
+        let _ = writeln!(w, "            proxy_set_header Connection $connection_upgrade;");
+        let _ = writeln!(w, "            proxy_set_header X-Request-ID $request_id;");
+        let _ = writeln!(w, "            proxy_set_header X-Real-IP $remote_addr;");
+        let _ = writeln!(w, "            proxy_set_header X-Forwarded-For $remote_addr;");
+        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Host $host;");
+        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Port $server_port;");
+        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Proto $scheme;");
+        let _ = writeln!(w, "            proxy_set_header X-Scheme $scheme;");
+        let _ = writeln!(
+            w,
+            "            proxy_connect_timeout {};",
+            time_value(DEFAULT_CONNECT_TIMEOUT)
+        );
+        let _ = writeln!(w, "            proxy_send_timeout {};", time_value(send));
+        let _ = writeln!(w, "            proxy_read_timeout {};", time_value(read));
+        let _ = writeln!(w, "            proxy_buffering off;");
+        let _ = writeln!(w, "            proxy_request_buffering on;");
+        let _ = writeln!(w, "            proxy_http_version 1.1;");
+        let _ = writeln!(w, "            proxy_next_upstream error timeout;");
+        let _ = writeln!(w, "            proxy_next_upstream_tries 3;");
+        let _ = writeln!(w, "            proxy_pass http://{upstream};");
+        let _ = writeln!(w, "        }}");
+        let _ = writeln!(w, "    }}");
+        let _ = writeln!(w, "    ## end server {host}");
+    }
+    let _ = writeln!(w, "}}");
+    Ok(c)
+}
+
+fn write_tls(w: &mut String, ctx: &LocalContext) {
+    if let Some(tls) = &ctx.tls {
+        let _ = writeln!(w, "        ssl_certificate {};", tls.cert.display());
+        let _ = writeln!(w, "        ssl_certificate_key {};", tls.key.display());
+        let _ = writeln!(w, "        ssl_protocols TLSv1.2 TLSv1.3;");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::local::test_support::{check, check_absent, context, with_tls};
+    use crate::render::local::{Backends, ExtraRoute};
+    use crate::spec::CookieAffinity;
+
+    fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
+        render(spec, ctx).expect("renders")
+    }
+
+    #[test]
+    fn upgrade_headers_and_http11_are_always_set() {
+        let conf = render_ok(&IngressSpec::new(3), &context());
+        check(
+            &conf,
+            &[
+                "map $http_upgrade $connection_upgrade",
+                "proxy_http_version 1.1;",
+                "proxy_set_header Upgrade $http_upgrade;",
+                "proxy_set_header Connection $connection_upgrade;",
+                "proxy_set_header X-Forwarded-For $remote_addr;",
+                "proxy_set_header X-Real-IP $remote_addr;",
+                "server_name echo.testbed.local;",
+                "listen 127.0.0.1:18000;",
+                "daemon off;",
+                "pid /tmp/testbed-run/nginx.pid;",
+            ],
+        );
+    }
+
+    #[test]
+    fn defaults_are_ingress_nginx_defaults() {
+        let conf = render_ok(&IngressSpec::new(3), &context());
+        check(
+            &conf,
+            &[
+                "proxy_read_timeout 60s;",
+                "proxy_send_timeout 60s;",
+                "proxy_connect_timeout 5s;",
+                "worker_shutdown_timeout 240s;",
+            ],
+        );
+        check_absent(&conf, &["hash ", "proxy_protocol", "ssl_certificate"]);
+    }
+
+    #[test]
+    fn idle_timeout_sets_read_and_send_timeouts() {
+        let spec = IngressSpec::new(3).with_idle_timeout(Duration::from_secs(3));
+        check(
+            &render_ok(&spec, &context()),
+            &["proxy_read_timeout 3s;", "proxy_send_timeout 3s;"],
+        );
+    }
+
+    #[test]
+    fn read_and_send_timeouts_are_separate() {
+        let mut spec = IngressSpec::new(3);
+        spec.timeouts.read = Some(Duration::from_millis(1500));
+        spec.timeouts.send = Some(Duration::from_secs(7));
+        check(
+            &render_ok(&spec, &context()),
+            &["proxy_read_timeout 1500ms;", "proxy_send_timeout 7s;"],
+        );
+    }
+
+    #[test]
+    fn drain_limit_sets_worker_shutdown_timeout() {
+        let spec = IngressSpec::new(3).with_data_plane_drain_limit(Duration::from_secs(5));
+        check(&render_ok(&spec, &context()), &["worker_shutdown_timeout 5s;"]);
+    }
+
+    #[test]
+    fn cookie_affinity_hashes_on_the_cookie_and_sets_it_on_every_status() {
+        let spec = IngressSpec::new(3).with_affinity(Affinity::Cookie(CookieAffinity {
+            name: "SESSION".to_owned(),
+            max_age_secs: Some(600),
+        }));
+        check(
+            &render_ok(&spec, &context()),
+            &[
+                "map $cookie_SESSION $affinity_key",
+                "hash $affinity_key consistent;",
+                "\"SESSION=$request_id; Path=/; HttpOnly; Max-Age=600\"",
+                "add_header Set-Cookie $affinity_set_cookie always;",
+            ],
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_hashes_remote_addr() {
+        let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
+        check(&render_ok(&spec, &context()), &["hash $remote_addr consistent;"]);
+    }
+
+    #[test]
+    fn endpoints_resolve_through_the_harness_dns() {
+        let conf = render_ok(&IngressSpec::new(3), &context());
+        check(
+            &conf,
+            &[
+                "resolver 127.0.0.1:18053 valid=1s ipv6=off;",
+                "zone default-ws-echo-80 256k;",
+                "server ws-echo.default.svc.cluster.local:18080 resolve;",
+                "proxy_pass http://default-ws-echo-80;",
+            ],
+        );
+        check_absent(&conf, &["server 127.0.1.1:18080;"]);
+    }
+
+    #[test]
+    fn without_a_resolver_pods_are_listed() {
+        let mut ctx = context();
+        ctx.backends = Backends::new(ctx.backends.pods.clone());
+        let conf = render_ok(&IngressSpec::new(3), &ctx);
+        check(&conf, &["server 127.0.1.1:18080;", "server 127.0.1.3:18080;"]);
+        check_absent(&conf, &["resolve;", "resolver "]);
+    }
+
+    #[test]
+    fn tls_terminates_with_the_server_certificate() {
+        let conf = render_ok(&IngressSpec::new(3).with_tls(), &with_tls(context()));
+        check(
+            &conf,
+            &[
+                "listen 127.0.0.1:18000 ssl;",
+                "ssl_certificate /tmp/testbed-run/server.crt;",
+                "ssl_certificate_key /tmp/testbed-run/server.key;",
+            ],
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_listens_for_it_and_trusts_it_for_the_client_ip() {
+        let conf = render_ok(&IngressSpec::new(3).with_proxy_protocol(), &context());
+        check(
+            &conf,
+            &[
+                "listen 127.0.0.1:18000 proxy_protocol;",
+                "real_ip_header proxy_protocol;",
+                "set_real_ip_from 0.0.0.0/0;",
+            ],
+        );
+    }
+
+    #[test]
+    fn extra_routes_become_server_blocks() {
+        let mut ctx = context();
+        ctx.extra_routes.push(ExtraRoute {
+            host: "other.testbed.local".to_owned(),
+            path: "/".to_owned(),
+        });
+        check(
+            &render_ok(&IngressSpec::new(3), &ctx),
+            &["server_name other.testbed.local;"],
+        );
+    }
+
+    #[test]
+    fn tunnel_timeout_is_unsupported() {
+        let mut spec = IngressSpec::new(3);
+        spec.timeouts.tunnel = Some(Duration::from_secs(3));
+        let err = render(&spec, &context()).unwrap_err();
+        assert_eq!(err.knob, "timeouts.tunnel");
+    }
+}

@@ -1,0 +1,228 @@
+//! Integration tests of the local environment: each real data plane in front of ws-echo pods.
+//!
+//! Needs the pinned binaries (`cargo xtask tools`) and `cargo build -p ws-echo`;
+//! `cargo xtask test` does both first.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use rstest::rstest;
+use testbed::env::{Deployment, Endpoint, TerminationRecord};
+use testbed::local::{LocalDeployment, LocalEnv};
+use testbed::spec::{Controller, Drain, IngressSpec, PodSettings};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Short drain figures so each test takes a few seconds.
+fn quick_spec() -> IngressSpec {
+    IngressSpec::new(3).with_drain(Drain {
+        prestop_delay: Duration::from_millis(300),
+        termination_grace: Duration::from_secs(3),
+        shutdown_grace: Duration::from_millis(200),
+    })
+}
+
+async fn deploy(controller: Controller, spec: &IngressSpec) -> anyhow::Result<LocalDeployment> {
+    init_tracing();
+    LocalEnv::new()?
+        .deploy_local(controller, spec)
+        .await
+        .with_context(|| format!("deploying behind {controller} (tools missing? run `cargo xtask tools`)"))
+}
+
+/// Opens a WebSocket through the ingress and returns it with the pod named in the hello.
+async fn connect(endpoint: &Endpoint) -> anyhow::Result<(Ws, String)> {
+    let tcp = TcpStream::connect(endpoint.addr)
+        .await
+        .context("dialling the ingress")?;
+    let (mut ws, response) = tokio_tungstenite::client_async(endpoint.ws_url("/ws"), MaybeTlsStream::Plain(tcp))
+        .await
+        .context("WebSocket handshake through the ingress")?;
+    anyhow::ensure!(response.status() == 101, "handshake status {}", response.status());
+    let hello = next_text(&mut ws).await?;
+    let hello: serde_json::Value = serde_json::from_str(&hello).context("parsing the hello")?;
+    let pod = hello["pod"].as_str().context("hello without a pod")?.to_owned();
+    Ok((ws, pod))
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .context("waiting for a message")?
+            .context("connection ended")??;
+        match msg {
+            Message::Text(t) => return Ok(t.to_string()),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => bail!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Sends `text` and expects it back (ticks and hellos skipped).
+async fn echo(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(text)).await.context("sending")?;
+    loop {
+        let got = next_text(ws).await?;
+        if got == text {
+            return Ok(());
+        }
+        anyhow::ensure!(got.contains("\"type\""), "expected the echo of {text:?}, got {got:?}");
+    }
+}
+
+async fn pod_names(d: &dyn Deployment) -> anyhow::Result<BTreeSet<String>> {
+    Ok(d.pods().await?.into_iter().map(|p| p.name).collect())
+}
+
+#[track_caller]
+fn check_termination_order(record: &TerminationRecord, expect_sigkill: bool) {
+    let at = |t: Option<SystemTime>, what: &str| t.unwrap_or_else(|| panic!("{what} missing in {record:#?}"));
+    let started = at(record.started, "started");
+    let removed = at(record.endpoint_removed, "endpoint_removed");
+    let exited = at(record.exited, "exited");
+    assert!(started <= removed && removed <= exited, "{record:#?}");
+    let sigterm = at(record.sigterm, "sigterm");
+    let prestop = at(record.prestop_done, "prestop_done");
+    assert!(
+        started <= prestop && prestop <= sigterm && sigterm <= exited,
+        "{record:#?}"
+    );
+    match (expect_sigkill, record.sigkill) {
+        (true, Some(kill)) => {
+            assert!(sigterm <= kill && kill <= exited, "{record:#?}");
+            assert_eq!(record.exit_status.as_deref(), Some("signal 9"), "{record:#?}");
+        }
+        (false, None) => assert_eq!(record.exit_status.as_deref(), Some("exit 0"), "{record:#?}"),
+        _ => panic!("sigkill expected: {expect_sigkill}, got {record:#?}"),
+    }
+}
+
+#[rstest]
+#[tokio::test]
+async fn echo_passes_through_the_data_plane(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+) -> anyhow::Result<()> {
+    let d = deploy(controller, &quick_spec()).await?;
+    let (mut ws, pod) = connect(d.endpoint()).await?;
+    assert!(pod_names(&d).await?.contains(&pod), "hello from unknown pod {pod}");
+    echo(&mut ws, "hello through the ingress").await?;
+    let version = d.versions().await.data_plane;
+    assert!(!version.starts_with("unknown"), "{version}");
+    let metrics = d.pod_metrics(&pod).await?;
+    assert!(metrics.contains("websocket_connections_active"), "{metrics}");
+    Ok(())
+}
+
+#[rstest]
+#[tokio::test]
+async fn pod_deletion_follows_the_kubernetes_order(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(false, true)] ignore_sigterm: bool,
+) -> anyhow::Result<()> {
+    let spec = quick_spec().with_pod(PodSettings {
+        ignore_sigterm,
+        ..PodSettings::default()
+    });
+    let d = deploy(controller, &spec).await?;
+    let victim = d.pods().await?[0].name.clone();
+    let record = d.delete_pod(&victim).await?.wait(Duration::from_secs(10)).await?;
+    check_termination_order(&record, ignore_sigterm);
+    let left = pod_names(&d).await?;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&victim));
+    // New connections only reach the pods that are left.
+    for _ in 0..6 {
+        let (_ws, pod) = connect(d.endpoint()).await?;
+        assert_ne!(pod, victim);
+    }
+    Ok(())
+}
+
+#[rstest]
+#[tokio::test]
+async fn rollout_restart_replaces_every_pod(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+) -> anyhow::Result<()> {
+    let d = deploy(controller, &quick_spec()).await?;
+    let before = pod_names(&d).await?;
+    d.rollout_restart().await?;
+    let pods = d.pods().await?;
+    let after: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(before.is_disjoint(&after), "before {before:?}, after {after:?}");
+    assert!(pods.iter().all(|p| p.ready), "{pods:?}");
+    let (_ws, pod) = connect(d.endpoint()).await?;
+    assert!(after.contains(&pod), "{pod} is not one of the new pods {after:?}");
+    Ok(())
+}
+
+#[rstest]
+#[tokio::test]
+async fn endpoint_change_keeps_workers_and_connections(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+) -> anyhow::Result<()> {
+    // A long preStop keeps scaled-down pods serving their open connections.
+    let spec = quick_spec().with_drain(Drain {
+        prestop_delay: Duration::from_secs(5),
+        termination_grace: Duration::from_secs(6),
+        shutdown_grace: Duration::from_millis(200),
+    });
+    let d = deploy(controller, &spec).await?;
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    let before = d.data_plane_processes();
+    d.scale(4).await?;
+    assert_eq!(d.pods().await?.iter().filter(|p| p.ready).count(), 4);
+    d.scale(2).await?;
+    assert_eq!(d.pods().await?.iter().filter(|p| p.ready).count(), 2);
+    assert_eq!(
+        d.data_plane_processes(),
+        before,
+        "an endpoint change must not reload {controller}"
+    );
+    echo(&mut ws, "still here after scaling").await?;
+    Ok(())
+}
+
+#[rstest]
+#[case::nginx(Controller::Nginx, true)]
+#[case::haproxy(Controller::Haproxy, true)]
+#[case::traefik(Controller::Traefik, false)]
+#[tokio::test]
+async fn config_change_reloads_nginx_and_haproxy_only(
+    #[case] controller: Controller,
+    #[case] reloads: bool,
+) -> anyhow::Result<()> {
+    let spec = quick_spec().with_data_plane_drain_limit(Duration::from_secs(2));
+    let d = deploy(controller, &spec).await?;
+    let before = d.data_plane_processes();
+    d.apply_unrelated_change().await?;
+    let after = d.data_plane_processes();
+    assert_eq!(after.main, before.main, "the main process stays");
+    let new_workers: Vec<u32> = after
+        .workers
+        .iter()
+        .copied()
+        .filter(|p| !before.workers.contains(p))
+        .collect();
+    assert_eq!(
+        !new_workers.is_empty(),
+        reloads,
+        "{controller}: workers before {before:?}, after {after:?}"
+    );
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    echo(&mut ws, "after the change").await?;
+    Ok(())
+}
