@@ -1,12 +1,597 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench`: ws-echo against anchor echo servers, behind each data plane, and its capacity.
+//!
+//! Builds release binaries, then measures in one run, server pinned to core 0 and the load
+//! generator (`testbed load`) to core 1, medians of `--rounds` rounds:
+//! 1. ws-echo (`/ws?hello=false`), a plain tokio-tungstenite echo server and Python `websockets`:
+//!    msgs/s and p99 (100 connections × 64-byte round trips), KiB RSS per idle connection,
+//!    handshakes/s (50 concurrent loops), as ratios to the tokio-tungstenite anchor;
+//! 2. ws-echo behind nginx, HAProxy and Traefik (`bench-dataplane`): added p50/p99 and throughput ratio;
+//! 3. how many idle connections ws-echo holds, and its RSS.
+//!
+//! Writes target/testbed/bench/{bench.json, bench.md, bench-latency.svg, bench.fragment.html}.
 
-use std::path::Path;
+mod model;
+mod procs;
+mod render;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use serde::Deserialize;
+use xshell::{Shell, cmd};
+
+use self::model::{BenchResult, Capacity, EchoRound, EchoServer, Latency, Machine, ProxyFigures, ProxyRound, Settings};
+use self::procs::{Launcher, Server, with_cpu};
 
 #[derive(Debug, clap::Args)]
-pub struct Bench {}
+pub struct Bench {
+    /// A short smoke run: 1 round, 2 s windows, 2,000 idle connections, capacity 5,000.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds per measurement; the tables show medians (default 3, 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds measured per round-trip and handshake run (default 10, 2 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up seconds before round trips are recorded (default 2, 0.5 with --quick).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Idle connections for the RSS-per-connection figure (default 10,000).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// Idle connections the capacity run aims at (default 50,000).
+    #[arg(long)]
+    capacity: Option<usize>,
+    /// Client source addresses (127.0.3.1, 127.0.3.2, …) idle and churn runs spread over.
+    #[arg(long, default_value_t = 8)]
+    sources: u32,
+    /// Skip part 2 (the data planes).
+    #[arg(long)]
+    skip_proxies: bool,
+    /// Skip part 3 (capacity).
+    #[arg(long)]
+    skip_capacity: bool,
+    /// Use the release binaries already built.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// Round trips use 100 connections × 64-byte messages; handshakes 50 concurrent loops (issue 6).
+const RTT_CONNECTIONS: usize = 100;
+const MESSAGE_BYTES: usize = 64;
+const CHURN_CONCURRENCY: usize = 50;
+const FIRST_SOURCE: &str = "127.0.3.1";
+/// File descriptors a process needs besides its connections.
+const FD_MARGIN: usize = 256;
+
+struct Paths {
+    ws_echo: PathBuf,
+    testbed: PathBuf,
+    anchor: PathBuf,
+    data_plane: PathBuf,
+    python: PathBuf,
+    python_script: PathBuf,
+    out: PathBuf,
+    logs: PathBuf,
+}
 
 impl Bench {
-    pub fn run(self, _root: &Path) -> anyhow::Result<()> {
-        anyhow::bail!("cargo xtask bench is not built yet")
+    pub fn run(self, root: &Path) -> anyhow::Result<()> {
+        let settings = self.settings();
+        let paths = Paths::new(root);
+        crate::tools::ensure(root).context("installing the data planes and the Python venv")?;
+        if !self.no_build {
+            let sh = Shell::new()?;
+            let cargo = crate::cargo();
+            cmd!(sh, "{cargo} build --release -p ws-echo -p testbed -p bench-anchors")
+                .run()
+                .context("building the release binaries")?;
+        }
+        std::fs::create_dir_all(&paths.logs).with_context(|| format!("creating {}", paths.logs.display()))?;
+        let launcher =
+            Launcher::detect((settings.capacity_target.max(settings.idle_connections) + FD_MARGIN * 4) as u64);
+        let (cpu_model, cores, kernel) = procs::machine();
+        let started_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        eprintln!(
+            "bench: {cpu_model}, {cores} cores, Linux {kernel}; {}",
+            launcher.pinning
+        );
+        let mut result = BenchResult {
+            started_unix,
+            machine: Machine {
+                cpu_model,
+                cores,
+                kernel,
+                pinning: launcher.pinning.clone(),
+                nofile_limit: launcher.nofile,
+            },
+            settings: settings.clone(),
+            echo: Vec::new(),
+            proxies: Vec::new(),
+            capacity: None,
+            notes: launcher.notes.clone(),
+        };
+        let run = Run {
+            launcher: &launcher,
+            paths: &paths,
+            settings: &settings,
+        };
+        result.echo = run.echo_servers(root, &mut result.notes)?;
+        if !self.skip_proxies {
+            result.proxies = run.proxies(&mut result.notes);
+        }
+        if !self.skip_capacity {
+            match run.capacity() {
+                Ok(c) => result.capacity = Some(c),
+                Err(e) => result.notes.push(format!("capacity run failed: {e:#}")),
+            }
+        }
+        write_outputs(&paths.out, &result)?;
+        println!("{}", render::markdown(&result));
+        println!(
+            "bench: wrote {}/bench.{{json,md,fragment.html}} and bench-latency.svg",
+            paths.out.display()
+        );
+        Ok(())
+    }
+
+    fn settings(&self) -> Settings {
+        let q = self.quick;
+        Settings {
+            rounds: self.rounds.unwrap_or(if q { 1 } else { 3 }).max(1),
+            duration_s: self.duration.unwrap_or(if q { 2.0 } else { 10.0 }),
+            warmup_s: self.warmup.unwrap_or(if q { 0.5 } else { 2.0 }),
+            rtt_connections: RTT_CONNECTIONS,
+            message_bytes: MESSAGE_BYTES,
+            idle_connections: self.idle_connections.unwrap_or(if q { 2_000 } else { 10_000 }),
+            churn_concurrency: CHURN_CONCURRENCY,
+            source_addresses: self.sources.max(1),
+            capacity_target: self.capacity.unwrap_or(if q { 5_000 } else { 50_000 }),
+            quick: q,
+        }
+    }
+}
+
+impl Paths {
+    fn new(root: &Path) -> Self {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let release = target.join("release");
+        let out = target.join("testbed/bench");
+        Paths {
+            ws_echo: release.join("ws-echo"),
+            testbed: release.join("testbed"),
+            anchor: release.join("anchor-tungstenite-echo"),
+            data_plane: release.join("bench-dataplane"),
+            python: target.join("tools/venv/bin/python"),
+            python_script: root.join("crates/bench-anchors/python/websockets_echo.py"),
+            logs: out.join("logs"),
+            out,
+        }
+    }
+}
+
+struct Run<'a> {
+    launcher: &'a Launcher,
+    paths: &'a Paths,
+    settings: &'a Settings,
+}
+
+/// One echo server of part 1: how to start it.
+struct EchoSpec {
+    name: &'static str,
+    label: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Run<'_> {
+    fn echo_specs(&self, root: &Path) -> Vec<EchoSpec> {
+        let s = self.settings;
+        let max_conns = (s.idle_connections + FD_MARGIN).to_string();
+        vec![
+            EchoSpec {
+                name: "ws-echo",
+                label: "ws-echo (/ws?hello=false)".to_owned(),
+                program: self.paths.ws_echo.clone(),
+                args: strings(&[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                    "--max-connections",
+                    &max_conns,
+                ]),
+                // Only the "listening" event: per-connection logs would be measured too.
+                env: vec![("RUST_LOG", "warn,ws_echo::server=info".to_owned())],
+            },
+            EchoSpec {
+                name: "tokio-tungstenite",
+                label: format!(
+                    "plain tokio-tungstenite {} echo (default config)",
+                    lock_version(root, "tokio-tungstenite").unwrap_or_default()
+                ),
+                program: self.paths.anchor.clone(),
+                args: strings(&["127.0.0.1:0"]),
+                env: Vec::new(),
+            },
+            EchoSpec {
+                name: "python-websockets",
+                label: format!("Python websockets {} (asyncio)", self.python_websockets_version()),
+                program: self.paths.python.clone(),
+                args: vec![self.paths.python_script.display().to_string(), "127.0.0.1:0".to_owned()],
+                env: Vec::new(),
+            },
+        ]
+    }
+
+    fn python_websockets_version(&self) -> String {
+        std::process::Command::new(&self.paths.python)
+            .args(["-c", "import websockets; print(websockets.__version__)"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "?".to_owned())
+    }
+
+    /// Part 1: rounds interleave the servers; each round starts each server fresh.
+    fn echo_servers(&self, root: &Path, notes: &mut Vec<String>) -> anyhow::Result<Vec<EchoServer>> {
+        let specs = self.echo_specs(root);
+        let mut rounds: Vec<Vec<EchoRound>> = vec![Vec::new(); specs.len()];
+        for round in 1..=self.settings.rounds {
+            for (spec, out) in specs.iter().zip(&mut rounds) {
+                eprintln!("bench: round {round}/{}: {}", self.settings.rounds, spec.name);
+                match self.echo_round(spec) {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        let note = format!("{} round {round} failed: {e:#}", spec.name);
+                        eprintln!("bench: {note}");
+                        notes.push(note);
+                    }
+                }
+            }
+        }
+        Ok(specs
+            .into_iter()
+            .zip(rounds)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(spec, r)| EchoServer::new(spec.name, spec.label, r))
+            .collect())
+    }
+
+    fn echo_round(&self, spec: &EchoSpec) -> anyhow::Result<EchoRound> {
+        let s = self.settings;
+        let server = self
+            .launcher
+            .server(spec.name, &spec.program, &spec.args, &spec.env, &self.paths.logs)?;
+        let addr = server.addr()?;
+        let url = format!("ws://{addr}/ws?hello=false");
+        // Idle first, on a fresh process, so "before" is the server's resting RSS.
+        let idle: IdleOut = self.generate(
+            &server,
+            &url,
+            s.source_addresses,
+            &idle_args(s.idle_connections, hold(s), Some(server.pid)),
+        )?;
+        if idle.open_at_end < idle.requested as u64 {
+            eprintln!(
+                "bench: {}: only {}/{} idle connections held (last error: {})",
+                spec.name,
+                idle.open_at_end,
+                idle.requested,
+                idle.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        let (rtt, server_cpu) = with_cpu(server.pid, || self.generate::<RttOut>(&server, &url, 1, &rtt_args(s)))?;
+        let churn: ChurnOut = self.generate(&server, &url, s.source_addresses, &churn_args(s))?;
+        Ok(EchoRound {
+            msgs_per_sec: rtt.msgs_per_sec,
+            latency: rtt.latency.into(),
+            kib_per_idle_connection: idle.server_kib_per_connection,
+            idle_open: idle.open_at_end,
+            handshakes_per_sec: churn.handshakes_per_sec,
+            generator_cpu_percent: rtt.generator_cpu_percent,
+            server_cpu_percent: server_cpu,
+        })
+    }
+
+    fn generate<T: for<'de> Deserialize<'de>>(
+        &self,
+        server: &Server,
+        url: &str,
+        sources: u32,
+        mode: &[String],
+    ) -> anyhow::Result<T> {
+        self.generate_at(server.addr()?, url, sources, mode)
+    }
+
+    fn generate_at<T: for<'de> Deserialize<'de>>(
+        &self,
+        addr: SocketAddr,
+        url: &str,
+        sources: u32,
+        mode: &[String],
+    ) -> anyhow::Result<T> {
+        let mut args = strings(&["load", "--json", "--quiet", "--addr", &addr.to_string(), "--url", url]);
+        if sources > 1 {
+            args.extend(strings(&[
+                "--sources",
+                &sources.to_string(),
+                "--first-source",
+                FIRST_SOURCE,
+            ]));
+        }
+        args.extend(mode.iter().cloned());
+        self.launcher.generate(&self.paths.testbed, &args)
+    }
+
+    /// Part 2: per data plane, each round measures the pod directly, then through the proxy.
+    fn proxies(&self, notes: &mut Vec<String>) -> Vec<ProxyFigures> {
+        let mut out = Vec::new();
+        for controller in ["nginx", "haproxy", "traefik"] {
+            eprintln!("bench: deploying ws-echo behind {controller}");
+            match self.proxy(controller) {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    let note = format!("{controller}: {e:#}");
+                    eprintln!("bench: {note}");
+                    notes.push(note);
+                }
+            }
+        }
+        out
+    }
+
+    fn proxy(&self, controller: &str) -> anyhow::Result<ProxyFigures> {
+        let s = self.settings;
+        let env = [
+            ("TESTBED_WS_ECHO", self.paths.ws_echo.display().to_string()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let (mut server, info) =
+            self.launcher
+                .data_plane(&self.paths.data_plane, controller, &env, &self.paths.logs)?;
+        let direct_url = format!("ws://{}/ws?hello=false", info.pod_addr);
+        let mut rounds = Vec::new();
+        for round in 1..=s.rounds {
+            eprintln!("bench: round {round}/{}: direct vs {controller}", s.rounds);
+            let direct: RttOut = self.generate_at(info.pod_addr, &direct_url, 1, &rtt_args(s))?;
+            let proxied: RttOut = self.generate_at(info.addr, &info.url, 1, &rtt_args(s))?;
+            rounds.push(ProxyRound {
+                direct_msgs_per_sec: direct.msgs_per_sec,
+                direct: direct.latency.into(),
+                proxied_msgs_per_sec: proxied.msgs_per_sec,
+                proxied: proxied.latency.into(),
+            });
+        }
+        server.stop(Duration::from_secs(15));
+        Ok(ProxyFigures::new(controller, info.data_plane, rounds))
+    }
+
+    /// Part 3: as many idle connections as the target (and the file-descriptor limit) allow.
+    fn capacity(&self) -> anyhow::Result<Capacity> {
+        let s = self.settings;
+        let fd_cap = usize::try_from(self.launcher.nofile)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(FD_MARGIN);
+        let attempted = s.capacity_target.min(fd_cap);
+        // Each source address has its own ephemeral port range (~28k ports by default).
+        let sources = s
+            .source_addresses
+            .max(u32::try_from(attempted / 20_000 + 1).unwrap_or(u32::MAX));
+        let args = strings(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--max-connections",
+            &(attempted + FD_MARGIN).to_string(),
+        ]);
+        let env = [("RUST_LOG", "warn,ws_echo::server=info".to_owned())];
+        eprintln!("bench: capacity: {attempted} idle connections over {sources} source addresses");
+        let server = self
+            .launcher
+            .server("ws-echo-capacity", &self.paths.ws_echo, &args, &env, &self.paths.logs)?;
+        let url = format!("ws://{}/ws?hello=false", server.addr()?);
+        let hold = if s.quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        let idle: IdleOut = self.generate(&server, &url, sources, &idle_args(attempted, hold, Some(server.pid)))?;
+        let limited_by = if attempted < s.capacity_target {
+            Some(format!(
+                "RLIMIT_NOFILE {} (server and generator each need one descriptor per connection)",
+                self.launcher.nofile
+            ))
+        } else {
+            idle.last_error.clone()
+        };
+        Ok(Capacity {
+            target: s.capacity_target,
+            attempted,
+            connected: idle.connected,
+            held: idle.open_at_end,
+            failed: idle.failed,
+            source_addresses: idle.source_addresses,
+            ramp_s: idle.ramp_s,
+            server_rss_before_kib: idle.server_rss_before_kib,
+            server_rss_after_kib: idle.server_rss_after_kib,
+            kib_per_connection: idle.server_kib_per_connection,
+            limited_by,
+        })
+    }
+}
+
+fn hold(s: &Settings) -> Duration {
+    if s.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn secs(s: f64) -> String {
+    ms(Duration::from_secs_f64(s.max(0.0)))
+}
+
+fn rtt_args(s: &Settings) -> Vec<String> {
+    strings(&[
+        "rtt",
+        "--connections",
+        &s.rtt_connections.to_string(),
+        "--size",
+        &s.message_bytes.to_string(),
+        "--duration",
+        &secs(s.duration_s),
+        "--warmup",
+        &secs(s.warmup_s),
+    ])
+}
+
+fn idle_args(connections: usize, hold: Duration, pid: Option<u32>) -> Vec<String> {
+    let mut args = strings(&["idle", "--connections", &connections.to_string(), "--hold", &ms(hold)]);
+    if let Some(pid) = pid {
+        args.extend(strings(&["--pid", &pid.to_string()]));
+    }
+    args
+}
+
+fn churn_args(s: &Settings) -> Vec<String> {
+    strings(&[
+        "churn",
+        "--concurrency",
+        &s.churn_concurrency.to_string(),
+        "--duration",
+        &secs(s.duration_s),
+    ])
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The version of `package` in Cargo.lock (first match).
+fn lock_version(root: &Path, package: &str) -> Option<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).ok()?;
+    let needle = format!("name = \"{package}\"\nversion = \"");
+    let start = lock.find(&needle)? + needle.len();
+    let rest = &lock[start..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+fn write_outputs(dir: &Path, result: &BenchResult) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, content: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))
+    };
+    write("bench.json", &serde_json::to_vec_pretty(result)?)?;
+    write("bench.md", render::markdown(result).as_bytes())?;
+    if let Some(svg) = render::latency_svg(result) {
+        write("bench-latency.svg", svg.as_bytes())?;
+    }
+    write("bench.fragment.html", render::fragment_html(result).as_bytes())?;
+    Ok(())
+}
+
+/// The parts of `testbed load --json` results the bench reads.
+#[derive(Debug, Deserialize)]
+struct RttOut {
+    msgs_per_sec: f64,
+    latency: PercentilesOut,
+    generator_cpu_percent: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PercentilesOut {
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+impl From<PercentilesOut> for Latency {
+    fn from(p: PercentilesOut) -> Self {
+        Latency {
+            p50_us: p.p50_us as f64,
+            p90_us: p.p90_us as f64,
+            p99_us: p.p99_us as f64,
+            p999_us: p.p999_us as f64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct IdleOut {
+    requested: usize,
+    connected: u64,
+    failed: u64,
+    open_at_end: u64,
+    source_addresses: u64,
+    ramp_s: f64,
+    last_error: Option<String>,
+    server_rss_before_kib: Option<u64>,
+    server_rss_after_kib: Option<u64>,
+    server_kib_per_connection: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChurnOut {
+    handshakes_per_sec: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_arguments_spell_durations_humantime_understands() {
+        let s = Bench {
+            quick: true,
+            rounds: None,
+            duration: Some(2.5),
+            warmup: None,
+            idle_connections: None,
+            capacity: None,
+            sources: 8,
+            skip_proxies: false,
+            skip_capacity: false,
+            no_build: false,
+        }
+        .settings();
+        assert_eq!(s.rounds, 1);
+        assert_eq!(
+            rtt_args(&s).join(" "),
+            "rtt --connections 100 --size 64 --duration 2500ms --warmup 500ms"
+        );
+        assert_eq!(
+            idle_args(10, Duration::from_secs(3), Some(7)).join(" "),
+            "idle --connections 10 --hold 3000ms --pid 7"
+        );
+        assert_eq!(churn_args(&s).join(" "), "churn --concurrency 50 --duration 2500ms");
+    }
+
+    #[test]
+    fn generator_json_parses_into_the_bench_figures() {
+        let rtt: RttOut = serde_json::from_str(
+            r#"{"mode":"rtt","msgs_per_sec":1234.5,"latency":{"count":9,"mean_us":1.0,"p50_us":10,"p90_us":20,"p99_us":30,"p999_us":40,"max_us":50},"generator_cpu_percent":88.0}"#,
+        )
+        .unwrap();
+        let lat: Latency = rtt.latency.into();
+        assert_eq!(
+            (rtt.msgs_per_sec, lat.p99_us, rtt.generator_cpu_percent),
+            (1234.5, 30.0, Some(88.0))
+        );
     }
 }

@@ -58,7 +58,7 @@ impl E2e {
                 cmd!(sh, "{cargo} build --package ws-echo --bins").run().context("building ws-echo")?;
                 None
             }
-            Env::Kind => Some(crate::kind::ensure_up(root, &controllers, self.k8s_version.as_deref())?),
+            Env::Kind => Some(crate::kind::ensure_up(root, &controllers, self.k8s_version.as_deref().unwrap_or(""))?),
         };
 
         let results = root.join("target/testbed/results").join(self.env.name());
@@ -73,7 +73,8 @@ impl E2e {
         let _env = sh.push_env("TESTBED_ENV", self.env.name());
         let _results = sh.push_env("TESTBED_RESULTS_DIR", &results);
         let _keep = self.keep.then(|| sh.push_env("TESTBED_KEEP", "1"));
-        let _kubeconfig = cluster.as_ref().map(|c| sh.push_env("KUBECONFIG", &c.kubeconfig));
+        let _cluster_env: Vec<_> =
+            cluster.iter().flat_map(|c| c.env()).map(|(key, value)| sh.push_env(key, value)).collect();
         let started = Instant::now();
         let suite = cmd!(sh, "{cargo} nextest run --package suite --profile {profile} -E {filter}").run();
         let wall = started.elapsed().as_secs_f64();

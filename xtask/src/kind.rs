@@ -77,7 +77,9 @@ impl Status {
         let kubectl = layout.tool("kubectl");
         let helm = layout.tool("helm");
         let kubeconfig = &layout.kubeconfig;
-        let clusters = cmd!(sh, "{kind} get clusters").read().context("listing kind clusters")?;
+        let clusters = cmd!(sh, "{kind} get clusters")
+            .read()
+            .context("listing kind clusters")?;
         if !clusters.lines().any(|l| l.trim() == CLUSTER_NAME) {
             println!("no kind cluster {CLUSTER_NAME}; run `cargo xtask up`");
             return Ok(());
@@ -89,9 +91,12 @@ impl Status {
         cmd!(sh, "{helm} --kubeconfig {kubeconfig} list -A")
             .run()
             .context("listing Helm releases")?;
-        cmd!(sh, "{kubectl} --kubeconfig {kubeconfig} get pods -A -l app.kubernetes.io/name=ws-echo")
-            .run()
-            .context("listing ws-echo pods")?;
+        cmd!(
+            sh,
+            "{kubectl} --kubeconfig {kubeconfig} get pods -A -l app.kubernetes.io/name=ws-echo"
+        )
+        .run()
+        .context("listing ws-echo pods")?;
         Ok(())
     }
 }
@@ -112,7 +117,10 @@ impl KindCluster {
         vec![
             ("TESTBED_ENV".to_owned(), "kind".to_owned()),
             ("TESTBED_KUBECONFIG".to_owned(), self.kubeconfig.display().to_string()),
-            ("TESTBED_KIND_CONFIG".to_owned(), self.cluster_config.display().to_string()),
+            (
+                "TESTBED_KIND_CONFIG".to_owned(),
+                self.cluster_config.display().to_string(),
+            ),
             ("TESTBED_IMAGE".to_owned(), self.image.clone()),
         ]
     }
@@ -145,9 +153,12 @@ pub fn down(root: &Path) -> anyhow::Result<()> {
         PathBuf::from("kind")
     };
     let kubeconfig = &layout.kubeconfig;
-    cmd!(sh, "{kind} delete cluster --name {CLUSTER_NAME} --kubeconfig {kubeconfig}")
-        .run()
-        .context("deleting the kind cluster")?;
+    cmd!(
+        sh,
+        "{kind} delete cluster --name {CLUSTER_NAME} --kubeconfig {kubeconfig}"
+    )
+    .run()
+    .context("deleting the kind cluster")?;
     Ok(())
 }
 
@@ -227,7 +238,11 @@ impl Pins {
                 "{name}: sha256 must be 64 hex digits"
             );
             ensure!(tool.url.starts_with("https://"), "{name}: download over https only");
-            ensure!(tool.url.contains(&tool.version), "{name}: url does not name version {}", tool.version);
+            ensure!(
+                tool.url.contains(&tool.version),
+                "{name}: url does not name version {}",
+                tool.version
+            );
         }
         Ok(pins)
     }
@@ -320,7 +335,11 @@ impl fmt::Display for Step {
             }
             Step::CreateCluster { argv } => write!(f, "create cluster unless it exists: {}", argv.join(" ")),
             Step::SaveClusterFiles { config } => {
-                write!(f, "chmod 0600 the kubeconfig; copy {} for the testbed", config.display())
+                write!(
+                    f,
+                    "chmod 0600 the kubeconfig; copy {} for the testbed",
+                    config.display()
+                )
             }
             Step::BuildImage { tag } => write!(f, "build image {tag} (cargo xtask image, Docker Engine API)"),
             Step::Run { what, argv } => write!(f, "{what}: {}", argv.join(" ")),
@@ -381,7 +400,10 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[String], k8s_version: &
     for name in controllers {
         let Some(c) = pins.controllers.get(name) else { continue };
         steps.push(Step::Run {
-            what: format!("install {name} (chart {} {}, {})", c.chart, c.chart_version, c.app_version),
+            what: format!(
+                "install {name} (chart {} {}, {})",
+                c.chart, c.chart_version, c.app_version
+            ),
             argv: vec![
                 helm.clone(),
                 "upgrade".into(),
@@ -467,9 +489,12 @@ pub fn execute(root: &Path, steps: &[Step]) -> anyhow::Result<()> {
                 if existing.lines().any(|l| l.trim() == CLUSTER_NAME) {
                     eprintln!("      cluster {CLUSTER_NAME} exists; refreshing its kubeconfig");
                     let kubeconfig = &layout.kubeconfig;
-                    cmd!(sh, "{kind} export kubeconfig --name {CLUSTER_NAME} --kubeconfig {kubeconfig}")
-                        .run()
-                        .context("exporting the kubeconfig of the existing cluster")?;
+                    cmd!(
+                        sh,
+                        "{kind} export kubeconfig --name {CLUSTER_NAME} --kubeconfig {kubeconfig}"
+                    )
+                    .run()
+                    .context("exporting the kubeconfig of the existing cluster")?;
                 } else {
                     run_argv(&sh, argv).context("creating the kind cluster (is Docker running and online?)")?;
                 }
@@ -480,8 +505,7 @@ pub fn execute(root: &Path, steps: &[Step]) -> anyhow::Result<()> {
                     .permissions();
                 perms.set_mode(0o600);
                 std::fs::set_permissions(&layout.kubeconfig, perms).context("chmod 0600 the kubeconfig")?;
-                std::fs::copy(config, &layout.cluster_copy)
-                    .with_context(|| format!("copying {}", config.display()))?;
+                std::fs::copy(config, &layout.cluster_copy).with_context(|| format!("copying {}", config.display()))?;
             }
             Step::BuildImage { tag } => {
                 crate::image::build(root, tag).with_context(|| format!("building image {tag}"))?;
@@ -541,10 +565,15 @@ fn ensure_tool(sh: &Shell, layout: &Layout, name: &str, pin: &ToolPin, dest: &Pa
     }
     let download = layout.tools_bin.join(format!(".{name}-{}.download", pin.version));
     let url = &pin.url;
-    cmd!(sh, "curl --fail --location --silent --show-error --retry 3 -o {download} {url}")
-        .run()
-        .with_context(|| format!("downloading {url} (no network?)"))?;
-    let sum = cmd!(sh, "sha256sum {download}").read().context("hashing the download")?;
+    cmd!(
+        sh,
+        "curl --fail --location --silent --show-error --retry 3 -o {download} {url}"
+    )
+    .run()
+    .with_context(|| format!("downloading {url} (no network?)"))?;
+    let sum = cmd!(sh, "sha256sum {download}")
+        .read()
+        .context("hashing the download")?;
     let got = sum.split_whitespace().next().unwrap_or_default();
     if got != pin.sha256 {
         let _ = std::fs::remove_file(&download);
@@ -618,19 +647,29 @@ mod tests {
         let (pins, lines) = dry_run(&[], "1.33");
         assert_eq!(pins.controllers.len(), 3);
         for (name, c) in &pins.controllers {
-            check_line(&lines, &format!("--version {} --namespace {}", c.chart_version, c.namespace));
+            check_line(
+                &lines,
+                &format!("--version {} --namespace {}", c.chart_version, c.namespace),
+            );
             check_line(&lines, &c.chart_repo);
             check_line(&lines, &format!("manifests/sample/{name}.yaml"));
             check_line(&lines, &format!("ws://127.0.0.1:{}/ws", c.http_port));
         }
-        assert!(!lines.iter().any(|l| l.contains(".kube/config")), "never the user's kubeconfig");
+        assert!(
+            !lines.iter().any(|l| l.contains(".kube/config")),
+            "never the user's kubeconfig"
+        );
     }
 
     #[test]
     fn plan_for_one_controller_installs_only_it() {
         let (_, lines) = dry_run(&["traefik"], "1.37");
         check_line(&lines, "install traefik");
-        assert!(!lines.iter().any(|l| l.contains("install nginx") || l.contains("install haproxy")));
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("install nginx") || l.contains("install haproxy"))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod e2e;
 mod flags;
 mod fuzz;
 mod leaks;
+mod tidy;
 mod image;
 mod kind;
 mod report;

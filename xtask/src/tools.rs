@@ -157,7 +157,8 @@ fn install_wheel(sh: &Shell, tools: &Path, wheel: &Wheel, force: bool) -> anyhow
     let _ = fs::remove_file(&link);
     fs::write(&link, script).with_context(|| format!("writing {}", link.display()))?;
     make_executable(&link)?;
-    let version = cmd!(sh, "{link} {args...}", args = wheel.version_args)
+    let args = wheel.version_args;
+    let version = cmd!(sh, "{link} {args...}")
         .quiet()
         .ignore_status()
         .output()

@@ -14,7 +14,6 @@ use testbed::tls::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 const T: Duration = Duration::from_secs(5);
@@ -59,7 +58,14 @@ async fn timeline_records_hello_messages_and_client_close() -> Result<()> {
     assert_eq!(conn.recv_data(T).await?, Incoming::Binary(big.into()));
     let end = conn.close(1000, "bye").await?;
     assert!(
-        matches!(end, End::Closed { by: Side::Client, code: Some(1000), .. }),
+        matches!(
+            end,
+            End::Closed {
+                by: Side::Client,
+                code: Some(1000),
+                ..
+            }
+        ),
         "{end:?}"
     );
 
@@ -69,12 +75,28 @@ async fn timeline_records_hello_messages_and_client_close() -> Result<()> {
     let sent: Vec<_> = timeline
         .events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Message { direction: Direction::Sent, .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Message {
+                    direction: Direction::Sent,
+                    ..
+                }
+            )
+        })
         .collect();
     let received = timeline
         .events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Message { direction: Direction::Received, .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Message {
+                    direction: Direction::Received,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(sent.len(), 2);
     assert_eq!(received, 3, "hello and two echoes: {:?}", timeline.events);
@@ -104,6 +126,7 @@ async fn cookie_jar_stores_set_cookie_from_the_101_and_sends_it_back() -> Result
         while let Ok((tcp, _)) = listener.accept().await {
             let seen_tx = seen_tx.clone();
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // the signature tungstenite's Callback trait asks for
                 let callback = |req: &Request, mut resp: Response| {
                     let cookie = req.headers().get("cookie").map(|v| v.to_str().unwrap_or("").to_owned());
                     let _ = seen_tx.send(cookie);
@@ -128,7 +151,11 @@ async fn cookie_jar_stores_set_cookie_from_the_101_and_sends_it_back() -> Result
     let handshake = conn.handshake().context("handshake recorded")?;
     assert_eq!(handshake.set_cookies, ["route=pod-b; Path=/; HttpOnly"]);
     assert_eq!(seen_rx.recv().await, Some(None), "first upgrade carries no cookie");
-    assert_eq!(second.cookies.get("route").as_deref(), Some("pod-b"), "clones share the jar");
+    assert_eq!(
+        second.cookies.get("route").as_deref(),
+        Some("pod-b"),
+        "clones share the jar"
+    );
 
     let _conn2 = connect(&second).await?;
     assert_eq!(seen_rx.recv().await, Some(Some("route=pod-b".to_owned())));
@@ -165,10 +192,18 @@ async fn proxy_header_bytes_precede_the_upgrade_exactly() -> Result<()> {
         anyhow::Ok(buf)
     });
     let client: SocketAddr = "203.0.113.7:40000".parse()?;
-    let result = connect(&opts(addr, "/ws").proxy_protocol(client).handshake_timeout(Duration::from_secs(2))).await;
+    let result = connect(
+        &opts(addr, "/ws")
+            .proxy_protocol(client)
+            .handshake_timeout(Duration::from_secs(2)),
+    )
+    .await;
     assert!(result.is_err(), "the server never upgrades");
     let bytes = server.await??;
-    let expected = format!("PROXY TCP4 203.0.113.7 127.0.0.1 40000 {}\r\nGET /ws HTTP/1.1\r\n", addr.port());
+    let expected = format!(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 40000 {}\r\nGET /ws HTTP/1.1\r\n",
+        addr.port()
+    );
     assert!(
         bytes.starts_with(expected.as_bytes()),
         "{:?}",
@@ -209,16 +244,29 @@ async fn wss_works_against_a_rustls_server_with_the_testbed_ca() -> Result<()> {
         }
     });
     let url = format!("wss://echo.test:{}/ws", addr.port());
-    let trusted = ProbeOptions::new(addr, &url)?.expect_hello(false).tls(ca.client_config()?);
+    let trusted = ProbeOptions::new(addr, &url)?
+        .expect_hello(false)
+        .tls(ca.client_config()?);
     let mut conn = connect(&trusted).await?;
     conn.send_text("over tls").await?;
     assert_eq!(conn.recv_text(T).await?, "over tls");
     assert!(conn.timeline().tls_done_ms.is_some());
 
     let other_ca = TestCa::generate(&["echo.test"])?;
-    let untrusted = ProbeOptions::new(addr, &url)?.expect_hello(false).tls(other_ca.client_config()?);
+    let untrusted = ProbeOptions::new(addr, &url)?
+        .expect_hello(false)
+        .tls(other_ca.client_config()?);
     let err = connect(&untrusted).await.err().context("a foreign CA must fail")?;
-    assert!(matches!(err, ProbeError::Connect { stage: ConnectStage::Tls, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ProbeError::Connect {
+                stage: ConnectStage::Tls,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     Ok(())
 }
 
@@ -231,8 +279,9 @@ async fn status_server(status: &'static str) -> Result<SocketAddr> {
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
                 let _ = tcp.read(&mut buf).await;
-                let response =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\nset-cookie: seen=1\r\nconnection: close\r\n\r\nbusy!");
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 5\r\nset-cookie: seen=1\r\nconnection: close\r\n\r\nbusy!"
+                );
                 let _ = tcp.write_all(response.as_bytes()).await;
             });
         }
@@ -251,7 +300,10 @@ async fn failed_handshake_records_its_status_headers_and_body() -> Result<()> {
     assert_eq!(handshake.status, 503);
     assert_eq!(handshake.body.as_deref(), Some("busy!"));
     assert_eq!(handshake.header("set-cookie"), Some("seen=1"));
-    assert!(matches!(timeline.end, Some(End::HandshakeFailed { status: Some(503), .. })));
+    assert!(matches!(
+        timeline.end,
+        Some(End::HandshakeFailed { status: Some(503), .. })
+    ));
     assert_eq!(o.cookies.get("seen").as_deref(), Some("1"));
     Ok(())
 }
@@ -265,7 +317,14 @@ async fn hold_idle_sees_the_server_close_1001_on_shutdown() -> Result<()> {
     pod.shutdown();
     let held = probe::hold_idle(&mut conn, T).await;
     assert!(
-        matches!(held.end, End::Closed { by: Side::Server, code: Some(1001), .. }),
+        matches!(
+            held.end,
+            End::Closed {
+                by: Side::Server,
+                code: Some(1001),
+                ..
+            }
+        ),
         "{held:?}"
     );
     assert!(held.after < T);
@@ -292,7 +351,10 @@ async fn reconnect_with_backoff_gives_up_on_a_closed_port_and_succeeds_on_an_ope
         factor: 2.0,
         max_attempts: 3,
     };
-    let err = probe::reconnect_with_backoff(&opts(closed, "/ws"), backoff).await.err().context("must give up")?;
+    let err = probe::reconnect_with_backoff(&opts(closed, "/ws"), backoff)
+        .await
+        .err()
+        .context("must give up")?;
     assert!(matches!(err, ProbeError::GaveUp { attempts: 3, .. }), "{err:?}");
 
     let pod = echo_pod("pod-a").await?;
@@ -321,7 +383,13 @@ async fn continuous_opener_counts_failures_once_the_server_is_gone() -> Result<(
     assert_eq!(report.by_pod().keys().collect::<Vec<_>>(), ["pod-a"]);
     let last = report.attempts.last().context("attempts recorded")?;
     assert!(
-        matches!(last.outcome, AttemptOutcome::Error { stage: ConnectStage::Tcp, .. }),
+        matches!(
+            last.outcome,
+            AttemptOutcome::Error {
+                stage: ConnectStage::Tcp,
+                ..
+            }
+        ),
         "after shutdown the port refuses: {:?}",
         last.outcome
     );
@@ -366,7 +434,15 @@ async fn client_pings_are_answered_with_pongs() -> Result<()> {
         .timeline()
         .events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Pong { direction: Direction::Received, .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::Pong {
+                    direction: Direction::Received,
+                    ..
+                }
+            )
+        })
         .count();
     assert!(pongs >= 2, "{:?}", conn.timeline().events);
     Ok(())

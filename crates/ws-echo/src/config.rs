@@ -9,7 +9,11 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Every setting of ws-echo. The same struct is the CLI (`ws-echo --help`) and
 /// the library's configuration for [`crate::spawn`].
 #[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
-#[command(name = "ws-echo", version, about = "WebSocket echo server that plays a pod behind an ingress controller")]
+#[command(
+    name = "ws-echo",
+    version,
+    about = "WebSocket echo server that plays a pod behind an ingress controller"
+)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port; the bound address is logged as `listening addr=…`).
     #[arg(long, env = "LISTEN", default_value = DEFAULT_LISTEN)]
@@ -175,7 +179,10 @@ mod tests {
 
     #[test]
     fn pod_falls_back_to_a_non_empty_name() {
-        let config = Config { pod_name: Some(String::new()), ..Config::default() };
+        let config = Config {
+            pod_name: Some(String::new()),
+            ..Config::default()
+        };
         assert!(!config.pod().is_empty());
     }
 }

@@ -29,9 +29,7 @@ pub(crate) async fn route(state: Arc<State>, mut request: Request<Incoming>, pee
     let path = request.uri().path().to_owned();
     match (path.as_str(), &method) {
         ("/ws", &Method::GET) => upgrade(&state, &mut request, peer),
-        ("/", &Method::GET | &Method::HEAD) => {
-            with_type(text(StatusCode::OK, INDEX_HTML), "text/html; charset=utf-8")
-        }
+        ("/", &Method::GET | &Method::HEAD) => with_type(text(StatusCode::OK, INDEX_HTML), "text/html; charset=utf-8"),
         ("/healthz", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok\n"),
         ("/readyz", &Method::GET | &Method::HEAD) => {
             if state.is_draining() {
@@ -59,7 +57,10 @@ pub(crate) async fn route(state: Arc<State>, mut request: Request<Incoming>, pee
             if state.sessions.contains(sid) {
                 json(StatusCode::OK, &serde_json::json!({ "sid": sid, "pod": &*state.pod }))
             } else {
-                json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "unknown session" }))
+                json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": "unknown session" }),
+                )
             }
         }
         ("/ws" | "/" | "/healthz" | "/readyz" | "/drain" | "/metrics" | "/session", _) => {
@@ -78,23 +79,45 @@ fn upgrade(state: &Arc<State>, request: &mut Request<Incoming>, peer: SocketAddr
         text(status, format!("{why}\n"))
     };
     if !has_token(headers, header::CONNECTION, "upgrade") || !has_token(headers, header::UPGRADE, "websocket") {
-        return refuse(ErrorKind::BadUpgrade, StatusCode::BAD_REQUEST, "expected a websocket upgrade request");
+        return refuse(
+            ErrorKind::BadUpgrade,
+            StatusCode::BAD_REQUEST,
+            "expected a websocket upgrade request",
+        );
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        let mut response =
-            refuse(ErrorKind::UnsupportedVersion, StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version");
-        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        response.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let mut response = refuse(
+            ErrorKind::UnsupportedVersion,
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version",
+        );
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         return response;
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| valid_key(k.as_bytes())) else {
-        return refuse(ErrorKind::BadUpgrade, StatusCode::BAD_REQUEST, "missing or invalid Sec-WebSocket-Key");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| valid_key(k.as_bytes()))
+    else {
+        return refuse(
+            ErrorKind::BadUpgrade,
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Sec-WebSocket-Key",
+        );
     };
     if state.shutdown.phase() != Phase::Serving {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     let Some(slot) = state.try_slot() else {
-        return refuse(ErrorKind::MaxConnections, StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+        return refuse(
+            ErrorKind::MaxConnections,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        );
     };
     let accept = derive_accept_key(key.as_bytes());
     let subprotocol = has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL).then_some(SUBPROTOCOL);
@@ -105,7 +128,11 @@ fn upgrade(state: &Arc<State>, request: &mut Request<Incoming>, peer: SocketAddr
         forwarded_for: header_string(headers, "x-forwarded-for"),
         real_ip: header_string(headers, "x-real-ip"),
         subprotocol,
-        mode: if query_param(query, "mode") == Some("reverse") { Mode::Reverse } else { Mode::Echo },
+        mode: if query_param(query, "mode") == Some("reverse") {
+            Mode::Reverse
+        } else {
+            Mode::Echo
+        },
         hello: query_param(query, "hello") != Some("false"),
     };
     let on_upgrade = hyper::upgrade::on(request);
@@ -116,7 +143,10 @@ fn upgrade(state: &Arc<State>, request: &mut Request<Incoming>, peer: SocketAddr
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header value"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
     if let Some(protocol) = subprotocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     }
@@ -146,7 +176,11 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -160,7 +194,9 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 fn with_type(mut response: Response<Body>, content_type: &'static str) -> Response<Body> {
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -136,12 +136,33 @@ impl Metrics {
         let errors_family = Family::<KindLabels, Counter>::default();
         let errors = ErrorKind::ALL
             .iter()
-            .map(|&kind| (kind, errors_family.get_or_create_owned(&KindLabels { kind: kind.as_str() })))
+            .map(|&kind| {
+                (
+                    kind,
+                    errors_family.get_or_create_owned(&KindLabels { kind: kind.as_str() }),
+                )
+            })
             .collect();
-        registry.register("websocket_errors", "Errors by kind (peer misbehaviour, limits, I/O)", errors_family);
+        registry.register(
+            "websocket_errors",
+            "Errors by kind (peer misbehaviour, limits, I/O)",
+            errors_family,
+        );
         let draining = Gauge::default();
-        registry.register("ws_echo_draining", "1 once draining (GET /drain or SIGTERM) has begun", draining.clone());
-        Metrics { registry, connections_active, connections_total, messages_in, messages_out, draining, errors }
+        registry.register(
+            "ws_echo_draining",
+            "1 once draining (GET /drain or SIGTERM) has begun",
+            draining.clone(),
+        );
+        Metrics {
+            registry,
+            connections_active,
+            connections_total,
+            messages_in,
+            messages_out,
+            draining,
+            errors,
+        }
     }
 
     /// Counts one error of `kind`.
@@ -159,7 +180,8 @@ impl Metrics {
     /// The registry in OpenMetrics text format.
     pub fn encode(&self) -> Result<String> {
         let mut out = String::with_capacity(2048);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).map_err(|source| Error::Encode { source })?;
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|source| Error::Encode { source })?;
         Ok(out)
     }
 }

@@ -79,7 +79,9 @@ impl State {
     /// Takes one of the `--max-connections` WebSocket slots, or `None` when all are taken.
     pub(crate) fn try_slot(self: &Arc<Self>) -> Option<Slot> {
         let max = self.config.max_connections;
-        self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()?;
         self.metrics.connections_active.inc();
         Some(Slot { state: self.clone() })
     }
@@ -118,16 +120,20 @@ pub async fn spawn(config: Config) -> std::io::Result<Running> {
     info!(
         addr = %local_addr,
         pod = %state.pod,
-        tick_interval = ?state.config.tick_interval,
-        ping_interval = ?state.config.ping_interval,
-        shutdown_grace = ?state.config.shutdown_grace,
-        drain_delay = ?state.config.drain_delay,
+        tick_interval = %humantime::format_duration(state.config.tick_interval),
+        ping_interval = %humantime::format_duration(state.config.ping_interval),
+        shutdown_grace = %humantime::format_duration(state.config.shutdown_grace),
+        drain_delay = %humantime::format_duration(state.config.drain_delay),
         max_connections = state.config.max_connections,
         max_message_size = state.config.max_message_size,
         "listening"
     );
     let task = tokio::spawn(serve(listener, state.clone()));
-    Ok(Running { local_addr, state, task: Some(task) })
+    Ok(Running {
+        local_addr,
+        state,
+        task: Some(task),
+    })
 }
 
 /// A server started by [`spawn`]. Dropping it without [`Running::wait`] closes every
@@ -153,9 +159,11 @@ impl Running {
     /// Starts the graceful shutdown, exactly as SIGTERM does: stop accepting, serve
     /// existing WebSockets for the grace period, then Close 1001 and wait for the handshakes.
     pub fn shutdown(&self) {
-        if self.state.shutdown.begin() {
-            info!(pod = %self.state.pod, grace = ?self.state.config.shutdown_grace, "shutdown started");
+        if self.state.shutdown.phase() == Phase::Serving {
+            let grace = humantime::format_duration(self.state.config.shutdown_grace);
+            info!(pod = %self.state.pod, %grace, "shutdown started");
         }
+        self.state.shutdown.begin();
     }
 
     /// Waits until the server has shut down (after [`Running::shutdown`]).
@@ -209,7 +217,10 @@ async fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<()> 
     let open = state.shutdown.connections();
     info!(pod = %state.pod, connections = open, "closing connections (1001 going away)");
     // Connection tasks bound their own handshake wait; the small margin lets them log.
-    let left = state.shutdown.wait_connections(CLOSE_HANDSHAKE_WAIT + Duration::from_millis(250)).await;
+    let left = state
+        .shutdown
+        .wait_connections(CLOSE_HANDSHAKE_WAIT + Duration::from_millis(250))
+        .await;
     if left > 0 {
         warn!(pod = %state.pod, connections = left, "connections still open after the close wait; abandoning them");
     }
@@ -235,7 +246,10 @@ async fn serve_http(state: Arc<State>, stream: TcpStream, peer: SocketAddr) {
             async move { Ok::<_, Infallible>(crate::http::route(state, request, peer).await) }
         }
     });
-    let conn = state.http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let conn = state
+        .http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

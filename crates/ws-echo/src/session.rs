@@ -28,7 +28,10 @@ impl Sessions {
 
     /// Whether this pod created `sid`.
     pub fn contains(&self, sid: &str) -> bool {
-        self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(sid)
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(sid)
     }
 }
 

@@ -53,7 +53,10 @@ impl Default for Shutdown {
 impl Shutdown {
     /// A tracker in [`Phase::Serving`] with no connections.
     pub fn new() -> Self {
-        Shutdown { phase: watch::Sender::new(Phase::Serving), connections: watch::Sender::new(()) }
+        Shutdown {
+            phase: watch::Sender::new(Phase::Serving),
+            connections: watch::Sender::new(()),
+        }
     }
 
     /// Moves to [`Phase::Stopping`] (what SIGTERM does). Returns whether this call started it.
@@ -89,7 +92,10 @@ impl Shutdown {
     /// A guard for one connection task: its phase receiver, and its presence keeps
     /// [`Shutdown::connections_closed`] pending.
     pub fn guard(&self) -> Guard {
-        Guard { phase: self.phase.subscribe(), _tracked: self.connections.subscribe() }
+        Guard {
+            phase: self.phase.subscribe(),
+            _tracked: self.connections.subscribe(),
+        }
     }
 
     /// How many connection guards are alive.
@@ -145,11 +151,19 @@ pub struct Signals {
 impl Signals {
     /// Registers the handlers. With `ignore_sigterm`, SIGTERM is caught, logged and ignored.
     pub fn install(ignore_sigterm: bool) -> Result<Self> {
-        let interrupt =
-            signal(SignalKind::interrupt()).map_err(|source| Error::InstallHandler { signal: "SIGINT", source })?;
-        let terminate =
-            signal(SignalKind::terminate()).map_err(|source| Error::InstallHandler { signal: "SIGTERM", source })?;
-        Ok(Signals { interrupt, terminate, ignore_sigterm })
+        let interrupt = signal(SignalKind::interrupt()).map_err(|source| Error::InstallHandler {
+            signal: "SIGINT",
+            source,
+        })?;
+        let terminate = signal(SignalKind::terminate()).map_err(|source| Error::InstallHandler {
+            signal: "SIGTERM",
+            source,
+        })?;
+        Ok(Signals {
+            interrupt,
+            terminate,
+            ignore_sigterm,
+        })
     }
 
     /// Waits for the next signal that should stop the server; returns its name.
@@ -203,6 +217,8 @@ mod tests {
         let mut guard = shutdown.guard();
         assert_eq!(guard.phase(), Phase::Serving);
         shutdown.go_away();
-        tokio::time::timeout(Duration::from_secs(1), guard.reached(Phase::Stopping)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), guard.reached(Phase::Stopping))
+            .await
+            .unwrap();
     }
 }

@@ -142,7 +142,7 @@ async fn run(ws: &mut Ws, state: &crate::server::State, guard: &mut Guard, info:
         };
         let hello = serde_json::to_string(&hello).expect("hello serializes");
         if let Err(error) = ws.send(Message::text(hello)).await {
-            return failed(ws, state, info, error).await;
+            return Box::pin(failed(ws, state, info, error)).await;
         }
         metrics.messages_out.inc();
     }
@@ -153,12 +153,12 @@ async fn run(ws: &mut Ws, state: &crate::server::State, guard: &mut Guard, info:
     loop {
         let sent = tokio::select! {
             biased;
-            () = guard.reached(Phase::GoingAway) => return going_away(ws, peer_close).await,
+            () = guard.reached(Phase::GoingAway) => return Box::pin(going_away(ws, peer_close)).await,
             message = ws.next() => match message {
                 None => {
                     return Ending { code: peer_close, by: if peer_close.is_some() { "client" } else { "reset" }, kind: None };
                 }
-                Some(Err(error)) => return failed(ws, state, info, error).await,
+                Some(Err(error)) => return Box::pin(failed(ws, state, info, error)).await,
                 Some(Ok(Message::Close(frame))) => {
                     // tungstenite queued the reply; the next read flushes it and ends the stream.
                     peer_close = Some(frame.map_or(u16::from(CloseCode::Status), |f| f.code.into()));
@@ -195,7 +195,7 @@ async fn run(ws: &mut Ws, state: &crate::server::State, guard: &mut Guard, info:
             Ok(()) => {
                 metrics.messages_out.inc();
             }
-            Err(error) => return failed(ws, state, info, error).await,
+            Err(error) => return Box::pin(failed(ws, state, info, error)).await,
         }
     }
 }
@@ -205,9 +205,16 @@ async fn going_away(ws: &mut Ws, peer_close: Option<u16>) -> Ending {
     if let Some(code) = peer_close {
         // The peer already started closing; let tungstenite finish the handshake.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async { while ws.next().await.is_some() {} }).await;
-        return Ending { code: Some(code), by: "client", kind: None };
+        return Ending {
+            code: Some(code),
+            by: "client",
+            kind: None,
+        };
     }
-    let frame = CloseFrame { code: CloseCode::Away, reason: Utf8Bytes::from_static("server shutting down") };
+    let frame = CloseFrame {
+        code: CloseCode::Away,
+        reason: Utf8Bytes::from_static("server shutting down"),
+    };
     let handshake = async {
         ws.send(Message::Close(Some(frame))).await?;
         // Messages still in flight are read and dropped until the peer's Close arrives.
@@ -220,7 +227,11 @@ async fn going_away(ws: &mut Ws, peer_close: Option<u16>) -> Ending {
         Ok(Ok(())) | Ok(Err(_)) => {}
         Err(_) => debug!("close handshake timed out"),
     }
-    Ending { code: Some(CloseCode::Away.into()), by: "server", kind: None }
+    Ending {
+        code: Some(CloseCode::Away.into()),
+        by: "server",
+        kind: None,
+    }
 }
 
 /// The peer broke the protocol, exceeded a limit or vanished: count it, log it, and
@@ -231,12 +242,23 @@ async fn failed(ws: &mut Ws, state: &crate::server::State, info: &ConnInfo, erro
     // Peer misbehaviour is an expected event for this server, not a server error.
     info!(pod = %state.pod, conn = info.id, peer = %info.peer, kind = kind.as_str(), %error, "websocket error");
     let Some(code) = code else {
-        return Ending { code: None, by: "reset", kind: Some(kind) };
+        return Ending {
+            code: None,
+            by: "reset",
+            kind: Some(kind),
+        };
     };
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason(code)) };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason(code)),
+    };
     let _ = tokio::time::timeout(LINGER, ws.send(Message::Close(Some(frame)))).await;
     linger(ws.get_mut()).await;
-    Ending { code: Some(code.into()), by: "server", kind: Some(kind) }
+    Ending {
+        code: Some(code.into()),
+        by: "server",
+        kind: Some(kind),
+    }
 }
 
 /// Half-closes and discards what the peer still sends, so the close frame is not lost
@@ -290,7 +312,10 @@ mod tests {
     fn errors_map_to_kinds_and_close_codes() {
         let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 });
         assert_eq!(classify(&too_big), (ErrorKind::MessageTooBig, Some(CloseCode::Size)));
-        assert_eq!(classify(&WsError::Utf8("x".into())), (ErrorKind::InvalidUtf8, Some(CloseCode::Invalid)));
+        assert_eq!(
+            classify(&WsError::Utf8("x".into())),
+            (ErrorKind::InvalidUtf8, Some(CloseCode::Invalid))
+        );
         let unmasked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
         assert_eq!(classify(&unmasked), (ErrorKind::Protocol, Some(CloseCode::Protocol)));
         let reset = WsError::Io(io::Error::from(io::ErrorKind::ConnectionReset));

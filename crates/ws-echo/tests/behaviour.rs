@@ -12,15 +12,15 @@ use ws_echo::Config;
 
 /// Sends `sent` and asserts the server answers exactly `expected`.
 #[track_caller]
-fn check_echo<'a>(
-    ws: &'a mut Client,
-    sent: Message,
-    expected: Message,
-) -> impl std::future::Future<Output = ()> + 'a {
+fn check_echo<'a>(ws: &'a mut Client, sent: Message, expected: Message) -> impl std::future::Future<Output = ()> + 'a {
     let caller = std::panic::Location::caller();
     async move {
-        ws.send(sent.clone()).await.unwrap_or_else(|e| panic!("{caller}: sending {sent:?}: {e}"));
-        let got = next_message(ws).await.unwrap_or_else(|e| panic!("{caller}: awaiting echo of {sent:?}: {e:#}"));
+        ws.send(sent.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{caller}: sending {sent:?}: {e}"));
+        let got = next_message(ws)
+            .await
+            .unwrap_or_else(|e| panic!("{caller}: awaiting echo of {sent:?}: {e:#}"));
         assert_eq!(got, expected, "{caller}: echo of {sent:?}");
     }
 }
@@ -42,9 +42,15 @@ async fn hello_is_the_first_frame_and_describes_the_connection() {
 #[tokio::test]
 async fn hello_reports_forwarding_headers() {
     let server = start(config()).await;
-    let mut request = format!("ws://{}/ws", server.local_addr()).into_client_request().unwrap();
-    request.headers_mut().insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
-    request.headers_mut().insert("x-real-ip", "203.0.113.7".parse().unwrap());
+    let mut request = format!("ws://{}/ws", server.local_addr())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-real-ip", "203.0.113.7".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = next_json(&mut ws).await.unwrap();
     assert_eq!(hello["forwarded_for"], "203.0.113.7, 10.0.0.1");
@@ -85,20 +91,29 @@ async fn echo_v1_subprotocol_is_selected_and_others_are_not() {
     let url = format!("ws://{}/ws", server.local_addr());
 
     let mut request = url.as_str().into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", "chat, echo.v1".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "chat, echo.v1".parse().unwrap());
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["sec-websocket-protocol"], "echo.v1");
     assert_eq!(next_json(&mut ws).await.unwrap()["subprotocol"], "echo.v1");
 
     let response = request_upgrade(server.local_addr(), &["Sec-WebSocket-Protocol: chat"]).await;
     assert_eq!(response.status, 101);
-    assert_eq!(response.header("sec-websocket-protocol"), None, "unknown subprotocols are not selected");
+    assert_eq!(
+        response.header("sec-websocket-protocol"),
+        None,
+        "unknown subprotocols are not selected"
+    );
 }
 
 /// A raw upgrade request with extra headers; returns the response head.
 async fn request_upgrade(addr: std::net::SocketAddr, extra: &[&str]) -> HttpResponse {
-    let mut headers =
-        vec!["Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="];
+    let mut headers = vec![
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
     headers.extend_from_slice(extra);
     let mut raw = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n");
     for h in headers {
@@ -119,7 +134,11 @@ async fn request_upgrade(addr: std::net::SocketAddr, extra: &[&str]) -> HttpResp
 #[tokio::test]
 async fn ticks_arrive_at_the_configured_interval_with_increasing_seq() {
     let interval = Duration::from_millis(150);
-    let server = start(Config { tick_interval: interval, ..config() }).await;
+    let server = start(Config {
+        tick_interval: interval,
+        ..config()
+    })
+    .await;
     let (mut ws, _) = connect_hello(server.local_addr(), "/ws").await.unwrap();
     let mut arrivals = Vec::new();
     for expected_seq in 1..=4u64 {
@@ -131,7 +150,10 @@ async fn ticks_arrive_at_the_configured_interval_with_increasing_seq() {
     }
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= interval / 2 && gap <= interval * 3, "tick gap {gap:?} for interval {interval:?}");
+        assert!(
+            gap >= interval / 2 && gap <= interval * 3,
+            "tick gap {gap:?} for interval {interval:?}"
+        );
     }
     // Echo still works between ticks.
     ws.send(Message::text("between ticks")).await.unwrap();
@@ -154,7 +176,11 @@ async fn no_ticks_when_the_interval_is_zero() {
 
 #[tokio::test]
 async fn server_pings_at_the_ping_interval() {
-    let server = start(Config { ping_interval: Duration::from_millis(100), ..config() }).await;
+    let server = start(Config {
+        ping_interval: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
     let (mut ws, _) = connect_hello(server.local_addr(), "/ws").await.unwrap();
     for _ in 0..2 {
         let message = within("a server ping", ws.next()).await.unwrap().unwrap().unwrap();
@@ -164,7 +190,11 @@ async fn server_pings_at_the_ping_interval() {
 
 #[tokio::test]
 async fn health_is_always_ok_and_readiness_fails_once_drain_begins() {
-    let server = start(Config { drain_delay: Duration::from_millis(400), ..config() }).await;
+    let server = start(Config {
+        drain_delay: Duration::from_millis(400),
+        ..config()
+    })
+    .await;
     let addr = server.local_addr();
     assert_eq!(get(addr, "/healthz").await.unwrap().status, 200);
     assert_eq!(get(addr, "/readyz").await.unwrap().status, 200);
@@ -182,7 +212,11 @@ async fn health_is_always_ok_and_readiness_fails_once_drain_begins() {
 
     let answer = within("/drain", drain).await.unwrap().unwrap().unwrap();
     assert_eq!(answer.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(400), "drain answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "drain answered after {:?}",
+        started.elapsed()
+    );
     check_echo(&mut ws, Message::text("after drain"), Message::text("after drain")).await;
 }
 
@@ -206,16 +240,37 @@ async fn metrics_expose_the_documented_names_and_count() {
     assert_eq!(metric(addr, "websocket_connections_total").await.unwrap(), 1.0);
     check_echo(&mut ws, Message::text("a"), Message::text("a")).await;
     check_echo(&mut ws, Message::text("b"), Message::text("b")).await;
-    assert_eq!(metric(addr, "websocket_messages_total{direction=\"in\"}").await.unwrap(), 2.0);
-    assert_eq!(metric(addr, "websocket_messages_total{direction=\"out\"}").await.unwrap(), 3.0, "hello + 2 echoes");
+    assert_eq!(
+        metric(addr, "websocket_messages_total{direction=\"in\"}")
+            .await
+            .unwrap(),
+        2.0
+    );
+    assert_eq!(
+        metric(addr, "websocket_messages_total{direction=\"out\"}")
+            .await
+            .unwrap(),
+        3.0,
+        "hello + 2 echoes"
+    );
     ws.close(None).await.unwrap();
-    wait_metric(addr, "websocket_connections_active", |v| v == 0.0).await.unwrap();
+    wait_metric(addr, "websocket_connections_active", |v| v == 0.0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn sessions_are_known_only_to_the_pod_that_created_them() {
-    let pod_a = start(Config { pod_name: Some("pod-a".into()), ..config() }).await;
-    let pod_b = start(Config { pod_name: Some("pod-b".into()), ..config() }).await;
+    let pod_a = start(Config {
+        pod_name: Some("pod-a".into()),
+        ..config()
+    })
+    .await;
+    let pod_b = start(Config {
+        pod_name: Some("pod-b".into()),
+        ..config()
+    })
+    .await;
     let created = request(pod_a.local_addr(), "POST", "/session", &[]).await.unwrap();
     assert_eq!(created.status, 200);
     let created = created.json();
@@ -247,7 +302,11 @@ async fn index_page_is_html_and_unknown_paths_are_404() {
 #[tokio::test]
 async fn shutdown_keeps_serving_for_the_grace_then_closes_with_1001() {
     let grace = Duration::from_millis(500);
-    let server = start(Config { shutdown_grace: grace, ..config() }).await;
+    let server = start(Config {
+        shutdown_grace: grace,
+        ..config()
+    })
+    .await;
     let addr = server.local_addr();
     let (mut ws, _) = connect_hello(addr, "/ws").await.unwrap();
 
@@ -271,7 +330,11 @@ async fn shutdown_keeps_serving_for_the_grace_then_closes_with_1001() {
     let (code, before) = close_code(&mut ws).await.unwrap();
     assert_eq!(code, 1001);
     assert!(before.is_empty(), "unexpected messages before close: {before:?}");
-    assert!(started.elapsed() >= grace, "closed after {:?}, before the grace {grace:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= grace,
+        "closed after {:?}, before the grace {grace:?}",
+        started.elapsed()
+    );
     // Finish the close handshake (tungstenite replies), then the server exits.
     assert!(within("the end of the stream", ws.next()).await.unwrap().is_none());
     within("the server to stop", server.wait()).await.unwrap().unwrap();
@@ -279,14 +342,22 @@ async fn shutdown_keeps_serving_for_the_grace_then_closes_with_1001() {
 
 #[tokio::test]
 async fn shutdown_with_no_connections_finishes_without_waiting_for_grace() {
-    let server = start(Config { shutdown_grace: Duration::from_secs(30), ..config() }).await;
+    let server = start(Config {
+        shutdown_grace: Duration::from_secs(30),
+        ..config()
+    })
+    .await;
     server.shutdown();
     within("the server to stop", server.wait()).await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn shutdown_waits_at_most_the_close_wait_for_clients_that_never_answer() {
-    let server = start(Config { shutdown_grace: Duration::from_millis(100), ..config() }).await;
+    let server = start(Config {
+        shutdown_grace: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
     let addr = server.local_addr();
     // A raw client that never reads nor answers the close frame.
     let _silent = raw_upgrade(addr, "/ws").await.unwrap();
@@ -294,5 +365,8 @@ async fn shutdown_waits_at_most_the_close_wait_for_clients_that_never_answer() {
     server.shutdown();
     within("the server to stop", server.wait()).await.unwrap().unwrap();
     let took = started.elapsed();
-    assert!(took >= ws_echo::CLOSE_HANDSHAKE_WAIT, "stopped after {took:?}, without waiting for the handshake");
+    assert!(
+        took >= ws_echo::CLOSE_HANDSHAKE_WAIT,
+        "stopped after {took:?}, without waiting for the handshake"
+    );
 }

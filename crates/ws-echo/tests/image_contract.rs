@@ -33,7 +33,7 @@ async fn image_serves_echoes_as_non_root_and_closes_1001_on_docker_stop() -> any
         .await
         .with_context(|| format!("image {IMAGE}:{tag} is missing: run `cargo xtask image`"))?;
 
-    let container = GenericImage::new(IMAGE, tag)
+    let container = GenericImage::new(IMAGE, tag.as_str())
         .with_exposed_port(8080.tcp())
         .with_env_var("POD_NAME", "contract-pod")
         .with_env_var("SHUTDOWN_GRACE", "1s")

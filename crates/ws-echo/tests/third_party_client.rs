@@ -32,10 +32,16 @@ async fn python_websockets_client_sees_the_documented_behaviour() {
         }
         panic!("{reason} (or set TESTBED_ALLOW_MISSING_TOOLS=1 to skip)");
     };
-    let mut server =
-        Binary::start(&["--tick-interval", "200ms", "--drain-delay", "200ms", "--shutdown-grace", "300ms"])
-            .await
-            .unwrap();
+    let mut server = Binary::start(&[
+        "--tick-interval",
+        "200ms",
+        "--drain-delay",
+        "200ms",
+        "--shutdown-grace",
+        "300ms",
+    ])
+    .await
+    .unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_check.py");
     let mut client = Command::new(&python)
         .arg(&script)
@@ -74,7 +80,10 @@ async fn python_websockets_client_sees_the_documented_behaviour() {
     {
         seen.push(line);
     }
-    let status = within("the python client to exit", client.wait()).await.unwrap().unwrap();
+    let status = within("the python client to exit", client.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "python client failed ({status}): {seen:#?}");
     for check in [
         "OK hello_first",
@@ -86,7 +95,10 @@ async fn python_websockets_client_sees_the_documented_behaviour() {
         "CLOSE 1001",
         "OK close_1001_after_sigterm",
     ] {
-        assert!(seen.iter().any(|l| l == check), "python client did not report {check:?}: {seen:#?}");
+        assert!(
+            seen.iter().any(|l| l == check),
+            "python client did not report {check:?}: {seen:#?}"
+        );
     }
     let exit = within("ws-echo to exit", server.child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "ws-echo exited with {exit}");

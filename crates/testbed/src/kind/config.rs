@@ -85,12 +85,21 @@ impl KindClusterConfig {
     /// What the testbed needs from a cluster config; the problem as text otherwise.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.kind != "Cluster" || self.api_version != "kind.x-k8s.io/v1alpha4" {
-            return Err(format!("expected kind.x-k8s.io/v1alpha4 Cluster, got {} {}", self.api_version, self.kind));
+            return Err(format!(
+                "expected kind.x-k8s.io/v1alpha4 Cluster, got {} {}",
+                self.api_version, self.kind
+            ));
         }
-        let node = self.ingress_node().ok_or("no control-plane node labelled ingress-ready=true")?;
+        let node = self
+            .ingress_node()
+            .ok_or("no control-plane node labelled ingress-ready=true")?;
         match &node.image {
             Some(image) if image.starts_with("kindest/node:v") && image.contains("@sha256:") => {}
-            other => return Err(format!("node image must be a kindest/node tag pinned by digest, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "node image must be a kindest/node tag pinned by digest, got {other:?}"
+                ));
+            }
         }
         let mut host_ports: Vec<u16> = node.extra_port_mappings.iter().map(|m| m.host_port).collect();
         host_ports.sort_unstable();

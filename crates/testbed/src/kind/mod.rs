@@ -37,8 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::env::{
-    Deployment, EnvError, EnvKind, Environment, Endpoint, Pod, Termination, TerminationRecord, Versions,
-    keep_requested,
+    Deployment, Endpoint, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
 };
 use crate::render::kind::{
     self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
@@ -306,16 +305,20 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
             .await
             .map_err(api_err("patching Traefik's static arguments"))?;
             let what = "Traefik to roll out with new static arguments";
-            within(what, WAIT, await_condition(api, inst.workload, ops::deployment_rolled_out))
-                .await
-                .map_err(|e| KindError::Api {
-                    what: e.to_string(),
-                    source: kube::Error::LinesCodecMaxLineLengthExceeded,
-                })?
-                .map_err(|e| KindError::Api {
-                    what: format!("waiting for {what}: {e}"),
-                    source: kube::Error::LinesCodecMaxLineLengthExceeded,
-                })?;
+            within(
+                what,
+                WAIT,
+                await_condition(api, inst.workload, ops::deployment_rolled_out),
+            )
+            .await
+            .map_err(|e| KindError::Api {
+                what: e.to_string(),
+                source: kube::Error::LinesCodecMaxLineLengthExceeded,
+            })?
+            .map_err(|e| KindError::Api {
+                what: format!("waiting for {what}: {e}"),
+                source: kube::Error::LinesCodecMaxLineLengthExceeded,
+            })?;
             Ok(())
         }
     }
@@ -422,7 +425,11 @@ impl KindDeployment {
         };
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": ns.metadata});
         Api::<Namespace>::all(self.client.clone())
-            .patch(&self.namespace, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .patch(
+                &self.namespace,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
             .await
             .map_err(api_err(format!("creating namespace {}", self.namespace)))?;
         Ok(())
@@ -436,9 +443,13 @@ impl KindDeployment {
 
     async fn wait_rolled_out(&self) -> crate::env::Result<()> {
         let what = format!("Deployment {}/{APP_NAME} to roll out", self.namespace);
-        within(&what, WAIT, await_condition(self.api::<K8sDeployment>(), APP_NAME, ops::deployment_rolled_out))
-            .await?
-            .map_err(|e| EnvError::failed(what, e))?;
+        within(
+            &what,
+            WAIT,
+            await_condition(self.api::<K8sDeployment>(), APP_NAME, ops::deployment_rolled_out),
+        )
+        .await?
+        .map_err(|e| EnvError::failed(what, e))?;
         Ok(())
     }
 
@@ -453,7 +464,10 @@ impl KindDeployment {
     }
 
     async fn wait_ready_endpoints(&self, count: usize) -> crate::env::Result<BTreeSet<String>> {
-        let what = format!("{count} ready endpoints in EndpointSlices of {}/{APP_NAME}", self.namespace);
+        let what = format!(
+            "{count} ready endpoints in EndpointSlices of {}/{APP_NAME}",
+            self.namespace
+        );
         poll_until(&what, WAIT, Duration::from_millis(250), || async {
             self.ready_endpoints().await.ok().filter(|eps| eps.len() == count)
         })
@@ -552,7 +566,10 @@ pub async fn dump_namespace(client: &Client, namespace: &str, dir: &Path) -> Res
             .map(|e| {
                 format!(
                     "{} {} {}/{}: {} {}\n",
-                    e.last_timestamp.as_ref().map(|t| format!("{:?}", t.0)).unwrap_or_default(),
+                    e.last_timestamp
+                        .as_ref()
+                        .map(|t| format!("{:?}", t.0))
+                        .unwrap_or_default(),
                     e.type_.as_deref().unwrap_or(""),
                     e.involved_object.kind.as_deref().unwrap_or(""),
                     e.involved_object.name.as_deref().unwrap_or(""),
@@ -682,7 +699,11 @@ impl Deployment for KindDeployment {
 
     async fn scale(&self, replicas: u32) -> crate::env::Result<()> {
         self.api::<K8sDeployment>()
-            .patch(APP_NAME, &PatchParams::default(), &Patch::Merge(&ops::scale_patch(replicas)))
+            .patch(
+                APP_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(&ops::scale_patch(replicas)),
+            )
             .await
             .map_err(api_err(format!("scaling to {replicas}")))
             .map_err(KindError::into_env)?;
@@ -737,7 +758,9 @@ impl Deployment for KindDeployment {
         self.client
             .request_text(request)
             .await
-            .map_err(api_err(format!("reading /metrics of {pod} through the API server proxy")))
+            .map_err(api_err(format!(
+                "reading /metrics of {pod} through the API server proxy"
+            )))
             .map_err(KindError::into_env)
     }
 

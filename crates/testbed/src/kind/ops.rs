@@ -21,7 +21,9 @@ pub fn namespace_name(controller: Controller, suffix: u32) -> String {
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -47,7 +49,10 @@ pub fn container_args_patch(container: &str, args: &[String]) -> Value {
 
 /// RFC 3339 UTC timestamp with seconds precision, as kubectl writes `restartedAt`.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
@@ -184,9 +189,18 @@ mod tests {
     #[test]
     fn rollout_waits_for_new_generation_and_old_pods_gone() {
         assert!(deployment_rolled_out(Some(&deployment(2, 2, 3, 3, 3, 3))));
-        assert!(!deployment_rolled_out(Some(&deployment(3, 2, 3, 3, 3, 3))), "not observed yet");
-        assert!(!deployment_rolled_out(Some(&deployment(2, 2, 3, 2, 3, 3))), "one old pod");
-        assert!(!deployment_rolled_out(Some(&deployment(2, 2, 3, 3, 3, 4))), "surge pod still there");
+        assert!(
+            !deployment_rolled_out(Some(&deployment(3, 2, 3, 3, 3, 3))),
+            "not observed yet"
+        );
+        assert!(
+            !deployment_rolled_out(Some(&deployment(2, 2, 3, 2, 3, 3))),
+            "one old pod"
+        );
+        assert!(
+            !deployment_rolled_out(Some(&deployment(2, 2, 3, 3, 3, 4))),
+            "surge pod still there"
+        );
         assert!(!deployment_rolled_out(None));
     }
 

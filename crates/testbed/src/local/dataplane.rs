@@ -136,6 +136,9 @@ impl DataPlane {
         dp.pid = child.id().unwrap_or_default();
         *lock(&dp.child) = Some(child);
         dp.wait_listening(target.addr).await?;
+        if controller == Controller::Haproxy {
+            dp.wait_master_ready().await?;
+        }
         Ok(dp)
     }
 
@@ -199,6 +202,25 @@ impl DataPlane {
         }
     }
 
+    /// The HAProxy master serves its CLI (and handles reloads) only once its
+    /// loop runs, a moment after the first worker already serves traffic.
+    async fn wait_master_ready(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.haproxy_workers().await {
+                Ok(workers) if !workers.is_empty() => return Ok(()),
+                _ if start.elapsed() > READY_TIMEOUT => {
+                    return Err(LocalError::NotReady {
+                        what: "the HAProxy master CLI to list a worker".to_owned(),
+                        after: READY_TIMEOUT,
+                        log_tail: self.log_tail(),
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Gives the data plane the new endpoint set the way its controller
     /// does (no reload) and returns once it has them.
     pub async fn set_endpoints(
@@ -229,8 +251,8 @@ impl DataPlane {
                     let mut slots = lock(&self.slots);
                     let wanted = slot_plan(&slots, endpoints, self.base.backends.server_slots);
                     let mut commands = Vec::new();
-                    for (i, (old, new)) in slots.iter().zip(&wanted).enumerate() {
-                        if old != new {
+                    for (i, new) in wanted.iter().enumerate() {
+                        if slots.get(i).copied().flatten() != *new {
                             commands.extend(haproxy::slot_commands(i as u32 + 1, *new));
                         }
                     }
@@ -297,24 +319,38 @@ impl DataPlane {
         target: &Target,
     ) -> Result<()> {
         match self.controller {
-            Controller::Nginx => {
+            Controller::Nginx | Controller::Haproxy => {
                 self.write_config(spec, endpoints, extra)?;
-                // `nginx -s reload`: SIGHUP to the master.
-                signal(self.pid, Signal::SIGHUP).map_err(|source| LocalError::Signal {
-                    what: "the nginx master (reload)".to_owned(),
-                    source,
-                })
-            }
-            Controller::Haproxy => {
-                self.write_config(spec, endpoints, extra)?;
-                // Master-worker reload: the master re-executes, starts new workers,
-                // old workers keep their connections until hard-stop-after.
-                signal(self.pid, Signal::SIGUSR2).map_err(|source| LocalError::Signal {
-                    what: "the HAProxy master (reload)".to_owned(),
-                    source,
-                })
+                self.reload().await
             }
             Controller::Traefik => self.set_endpoints(spec, endpoints, extra, target).await,
+        }
+    }
+
+    /// Asks nginx or HAProxy to reload the configuration file (Traefik never reloads).
+    pub async fn reload(&self) -> Result<()> {
+        match self.controller {
+            // `nginx -s reload`: SIGHUP to the master.
+            Controller::Nginx => signal(self.pid, Signal::SIGHUP).map_err(|source| LocalError::Signal {
+                what: "the nginx master (reload)".to_owned(),
+                source,
+            }),
+            // Master-worker reload through the master CLI, as the controller does:
+            // new workers start, old ones keep their connections until hard-stop-after.
+            // The CLI only answers once the master loop runs, unlike an early SIGUSR2.
+            Controller::Haproxy => {
+                let socket = haproxy::master_socket(&self.base);
+                match runtime_api::send(&socket, "reload").await {
+                    Ok(answer) => tracing::debug!(answer = answer.trim(), "HAProxy master reload"),
+                    // The master closes the CLI connection while it re-executes.
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::debug!(error = %e, "HAProxy master reload")
+                    }
+                    Err(e) => return Err(io_err("asking the HAProxy master to reload")(e)),
+                }
+                Ok(())
+            }
+            Controller::Traefik => Ok(()),
         }
     }
 
@@ -330,7 +366,6 @@ impl DataPlane {
     }
 
     /// HAProxy's own view of its workers (master CLI `show proc`).
-    #[allow(dead_code, reason = "kept for debugging reloads; processes() reads /proc")]
     pub async fn haproxy_workers(&self) -> Result<Vec<u32>> {
         let socket = haproxy::master_socket(&self.base);
         let answer = runtime_api::send(&socket, "show proc")

@@ -629,7 +629,14 @@ impl Deployment for LocalDeployment {
             ..self.inner.target.clone()
         };
         let start = Instant::now();
+        let mut last_reload = Instant::now();
         loop {
+            if last_reload.elapsed() > Duration::from_secs(3) {
+                // A reload signal that arrived while the master was busy is asked for again.
+                tracing::warn!(controller = %self.inner.controller, "the new route does not answer yet; reloading again");
+                self.inner.data_plane.reload().await?;
+                last_reload = Instant::now();
+            }
             match http::request(&target, None, "POST", "/session", Duration::from_secs(2)).await {
                 Ok(r) if r.status == 200 => return Ok(()),
                 _ if start.elapsed() > READY_TIMEOUT => {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -54,7 +54,9 @@ pub async fn start(config: Config) -> Running {
 
 /// Runs `fut` with the [`WAIT`] deadline; the error names what was awaited.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(WAIT, fut).await.with_context(|| format!("timed out after {WAIT:?} waiting for {what}"))
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .with_context(|| format!("timed out after {WAIT:?} waiting for {what}"))
 }
 
 /// Opens a WebSocket to `path` (e.g. `/ws?mode=reverse`).
@@ -118,7 +120,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON.
@@ -148,17 +153,23 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpResponse> {
 
 /// Writes `raw` bytes and parses the response (read until the server closes).
 pub async fn raw_request(addr: SocketAddr, raw: &[u8]) -> anyhow::Result<HttpResponse> {
-    let mut stream = within("tcp connect", TcpStream::connect(addr)).await?.context("tcp connect")?;
+    let mut stream = within("tcp connect", TcpStream::connect(addr))
+        .await?
+        .context("tcp connect")?;
     stream.write_all(raw).await?;
     let mut buf = Vec::new();
-    within("the http response", stream.read_to_end(&mut buf)).await?.context("reading the http response")?;
+    within("the http response", stream.read_to_end(&mut buf))
+        .await?
+        .context("reading the http response")?;
     parse_response(&buf)
 }
 
 /// Parses a complete HTTP/1.1 response (Content-Length bodies).
 pub fn parse_response(buf: &[u8]) -> anyhow::Result<HttpResponse> {
     let text = String::from_utf8_lossy(buf);
-    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("no header end in {text:?}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no header end in {text:?}"))?;
     let mut lines = head.lines();
     let status_line = lines.next().context("empty response")?;
     let status = status_line
@@ -170,7 +181,11 @@ pub fn parse_response(buf: &[u8]) -> anyhow::Result<HttpResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Ok(HttpResponse { status, headers, body: body.to_owned() })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
 }
 
 /// The value of one sample line (`name{labels} value`) in the metrics exposition.
@@ -212,7 +227,9 @@ pub async fn raw_upgrade(addr: SocketAddr, path: &str) -> anyhow::Result<TcpStre
     stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let byte = within("the 101 response", stream.read_u8()).await?.context("reading the 101 response")?;
+        let byte = within("the 101 response", stream.read_u8())
+            .await?
+            .context("reading the 101 response")?;
         head.push(byte);
     }
     let response = parse_response(&head)?;
@@ -346,10 +363,13 @@ impl Binary {
 /// The address in the "listening" event, in either log format.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     if let Ok(event) = serde_json::from_str::<Value>(line) {
-        return (event["message"] == "listening").then(|| event["addr"].as_str()?.parse().ok()).flatten();
+        return (event["message"] == "listening")
+            .then(|| event["addr"].as_str()?.parse().ok())
+            .flatten();
     }
     if !line.contains(" listening ") {
         return None;
     }
-    line.split_whitespace().find_map(|token| token.strip_prefix("addr=")?.parse().ok())
+    line.split_whitespace()
+        .find_map(|token| token.strip_prefix("addr=")?.parse().ok())
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServicePort, ServiceSpec,
+    LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecurityContext, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
@@ -171,7 +171,7 @@ impl std::fmt::Debug for TlsMaterial {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControllerSettings {
     /// Keys for the controller's ConfigMap (ingress-nginx, HAProxy), applied server-side.
-    ConfigMap(ConfigMap),
+    ConfigMap(Box<ConfigMap>),
     /// Static arguments for the Traefik container, replacing every argument with one of
     /// [`TRAEFIK_MANAGED_ARG_PREFIXES`].
     TraefikArgs(Vec<String>),
@@ -242,7 +242,10 @@ pub fn check_kind(controller: Controller, spec: &IngressSpec) -> Result<(), Unsu
         _ => {}
     }
     if spec.pods == 0 {
-        return unsupported("pods", "a Deployment behind an Ingress needs at least one pod for the suite");
+        return unsupported(
+            "pods",
+            "a Deployment behind an Ingress needs at least one pod for the suite",
+        );
     }
     Ok(())
 }
@@ -691,7 +694,7 @@ pub fn controller_settings(controller: Controller, spec: &IngressSpec) -> Contro
     let drain = spec.data_plane.drain_limit.unwrap_or(DEFAULT_DRAIN_LIMIT);
     let inst = install(controller);
     let config_map = |data: BTreeMap<String, String>| {
-        ControllerSettings::ConfigMap(ConfigMap {
+        ControllerSettings::ConfigMap(Box::new(ConfigMap {
             metadata: ObjectMeta {
                 name: inst.config_map.map(str::to_owned),
                 namespace: Some(inst.namespace.to_owned()),
@@ -699,7 +702,7 @@ pub fn controller_settings(controller: Controller, spec: &IngressSpec) -> Contro
             },
             data: Some(data),
             ..ConfigMap::default()
-        })
+        }))
     };
     match controller {
         Controller::Nginx => config_map(BTreeMap::from([
@@ -836,7 +839,12 @@ pub fn sample_specs() -> Vec<(&'static str, IngressSpec)> {
     let idle = IngressSpec::new(3).with_idle_timeout(Duration::from_secs(3));
     let cookie = IngressSpec::new(3).with_affinity(Affinity::Cookie(CookieAffinity::default()));
     let tls = IngressSpec::new(3).with_tls();
-    vec![("plain", plain), ("idle-3s", idle), ("cookie-affinity", cookie), ("tls", tls)]
+    vec![
+        ("plain", plain),
+        ("idle-3s", idle),
+        ("cookie-affinity", cookie),
+        ("tls", tls),
+    ]
 }
 
 #[cfg(test)]
@@ -859,8 +867,18 @@ mod tests {
     #[test]
     fn nginx_idle_timeout_sets_read_and_send_timeouts_in_seconds() {
         let spec = IngressSpec::new(3).with_idle_timeout(Duration::from_millis(2500));
-        check_annotation(Controller::Nginx, &spec, "nginx.ingress.kubernetes.io/proxy-read-timeout", Some("3"));
-        check_annotation(Controller::Nginx, &spec, "nginx.ingress.kubernetes.io/proxy-send-timeout", Some("3"));
+        check_annotation(
+            Controller::Nginx,
+            &spec,
+            "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            Some("3"),
+        );
+        check_annotation(
+            Controller::Nginx,
+            &spec,
+            "nginx.ingress.kubernetes.io/proxy-send-timeout",
+            Some("3"),
+        );
     }
 
     #[test]
@@ -870,9 +888,24 @@ mod tests {
             max_age_secs: Some(60),
         };
         let spec = IngressSpec::new(3).with_affinity(Affinity::Cookie(cookie.clone()));
-        check_annotation(Controller::Nginx, &spec, "nginx.ingress.kubernetes.io/affinity", Some("cookie"));
-        check_annotation(Controller::Nginx, &spec, "nginx.ingress.kubernetes.io/session-cookie-name", Some("SID"));
-        check_annotation(Controller::Nginx, &spec, "nginx.ingress.kubernetes.io/session-cookie-max-age", Some("60"));
+        check_annotation(
+            Controller::Nginx,
+            &spec,
+            "nginx.ingress.kubernetes.io/affinity",
+            Some("cookie"),
+        );
+        check_annotation(
+            Controller::Nginx,
+            &spec,
+            "nginx.ingress.kubernetes.io/session-cookie-name",
+            Some("SID"),
+        );
+        check_annotation(
+            Controller::Nginx,
+            &spec,
+            "nginx.ingress.kubernetes.io/session-cookie-max-age",
+            Some("60"),
+        );
         let traefik = render(Controller::Traefik, &spec, &opts()).unwrap();
         let svc = traefik.service.metadata.annotations.unwrap();
         assert_eq!(svc["traefik.ingress.kubernetes.io/service.sticky.cookie.name"], "SID");
@@ -888,7 +921,10 @@ mod tests {
             "SID"
         );
         let ing = haproxy.ingress.metadata.annotations.unwrap_or_default();
-        assert!(!ing.contains_key("haproxy.org/cookie-persistence"), "ignored on an Ingress: {ing:?}");
+        assert!(
+            !ing.contains_key("haproxy.org/cookie-persistence"),
+            "ignored on an Ingress: {ing:?}"
+        );
     }
 
     #[test]
@@ -921,7 +957,10 @@ mod tests {
     fn shared_capability_table_still_applies() {
         let mut spec = IngressSpec::new(1);
         spec.timeouts.tunnel = Some(Duration::from_secs(3));
-        assert_eq!(render(Controller::Nginx, &spec, &opts()).unwrap_err().knob, "timeouts.tunnel");
+        assert_eq!(
+            render(Controller::Nginx, &spec, &opts()).unwrap_err().knob,
+            "timeouts.tunnel"
+        );
     }
 
     #[test]
@@ -935,7 +974,10 @@ mod tests {
         assert_eq!(sc.run_as_user, Some(65532));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
         assert_eq!(pre_stop.http_get.as_ref().unwrap().path.as_deref(), Some("/drain"));
@@ -974,7 +1016,10 @@ mod tests {
             "--global.checknewversion=false".to_owned(),
             "--entryPoints.web.transport.lifeCycle.graceTimeOut=10s".to_owned(),
         ];
-        let merged = merge_traefik_args(&current, &["--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()]);
+        let merged = merge_traefik_args(
+            &current,
+            &["--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()],
+        );
         assert_eq!(
             merged,
             vec![
@@ -990,7 +1035,10 @@ mod tests {
         assert_eq!(traefik["global"]["checkNewVersion"], false);
         assert_eq!(traefik["global"]["sendAnonymousUsage"], false);
         let nginx = helm_values(Controller::Nginx);
-        assert_eq!(nginx["controller"]["terminationGracePeriodSeconds"], CONTROLLER_GRACE_SECONDS);
+        assert_eq!(
+            nginx["controller"]["terminationGracePeriodSeconds"],
+            CONTROLLER_GRACE_SECONDS
+        );
         let mut ports: Vec<u16> = INSTALLS.iter().flat_map(|i| [i.http_port, i.https_port]).collect();
         ports.sort_unstable();
         ports.dedup();

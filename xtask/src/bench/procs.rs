@@ -1,0 +1,406 @@
+//! Processes the benchmark starts: pinned servers behind RAII guards, the load generator, /proc readings.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// How every child is started: CPU pinning and file-descriptor limit as command prefixes.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    server_prefix: Vec<String>,
+    generator_prefix: Vec<String>,
+    /// The RLIMIT_NOFILE children get.
+    pub nofile: u64,
+    /// Human-readable placement, for the report.
+    pub pinning: String,
+    pub notes: Vec<String>,
+}
+
+impl Launcher {
+    /// Pins server to core 0 and generator to core 1 when taskset and two cores exist, and
+    /// raises RLIMIT_NOFILE to `want_nofile` (or as far as this process may).
+    pub fn detect(want_nofile: u64) -> Self {
+        let mut notes = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let taskset = works("taskset", &["-c", "0", "true"]);
+        let (mut server_prefix, mut generator_prefix, pinning) = if !taskset {
+            notes.push("taskset (util-linux) is missing or refused: server and generator ran unpinned".to_owned());
+            (Vec::new(), Vec::new(), "unpinned (no taskset)".to_owned())
+        } else if cores < 2 {
+            notes.push(format!("only {cores} core available: server and generator share it"));
+            (Vec::new(), Vec::new(), "unpinned (one core)".to_owned())
+        } else {
+            (
+                strings(&["taskset", "-c", "0"]),
+                strings(&["taskset", "-c", "1"]),
+                "server on core 0, load generator on core 1 (taskset)".to_owned(),
+            )
+        };
+        let (soft, hard) = nofile_limits().unwrap_or((1024, 1024));
+        let wanted = format!("--nofile={want_nofile}:{want_nofile}");
+        let nofile = if works("prlimit", &[&wanted, "true"]) {
+            want_nofile
+        } else if works("prlimit", &[&format!("--nofile={hard}:{hard}"), "true"]) {
+            if hard < want_nofile {
+                notes.push(format!(
+                    "RLIMIT_NOFILE: hard limit {hard} and raising it to {want_nofile} was not permitted \
+                     (needs CAP_SYS_RESOURCE); every process is capped at {hard} open files"
+                ));
+            }
+            hard
+        } else {
+            notes.push(format!("prlimit is missing: children keep RLIMIT_NOFILE {soft}"));
+            soft
+        };
+        if nofile != soft {
+            let arg = format!("--nofile={nofile}:{nofile}");
+            for prefix in [&mut server_prefix, &mut generator_prefix] {
+                prefix.extend(strings(&["prlimit", &arg]));
+            }
+        }
+        Launcher {
+            server_prefix,
+            generator_prefix,
+            nofile,
+            pinning,
+            notes,
+        }
+    }
+
+    fn command(prefix: &[String], program: &Path, args: &[String]) -> Command {
+        let mut all: Vec<std::ffi::OsString> = prefix.iter().map(Into::into).collect();
+        all.push(program.as_os_str().to_owned());
+        all.extend(args.iter().map(Into::into));
+        let mut cmd = Command::new(&all[0]);
+        cmd.args(&all[1..]);
+        cmd
+    }
+
+    /// Starts a server (on the server core) and waits until it prints its bound address.
+    pub fn server(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Server> {
+        let mut cmd = Self::command(&self.server_prefix, program, args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Server::spawn(name, cmd, log_dir, BoundLine::Addr, false)
+    }
+
+    /// Starts `bench-dataplane <controller>` (on the server core; its proxy and pod inherit it)
+    /// and waits for its JSON line.
+    pub fn data_plane(
+        &self,
+        program: &Path,
+        controller: &str,
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<(Server, DataPlaneInfo)> {
+        let mut cmd = Self::command(&self.server_prefix, program, &[controller.to_owned()]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let server = Server::spawn(controller, cmd, log_dir, BoundLine::Json, true)?;
+        let info: DataPlaneInfo = serde_json::from_str(&server.ready_line)
+            .with_context(|| format!("parsing bench-dataplane's line {:?}", server.ready_line))?;
+        Ok((server, info))
+    }
+
+    /// Runs the load generator (on the generator core) and parses its JSON result.
+    pub fn generate<T: for<'de> Deserialize<'de>>(&self, testbed: &Path, args: &[String]) -> anyhow::Result<T> {
+        let mut cmd = Self::command(&self.generator_prefix, testbed, args);
+        cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {} {}", testbed.display(), args.join(" ")))?;
+        if !out.status.success() {
+            bail!("`testbed {}` failed ({})", args.join(" "), out.status);
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "parsing the JSON of `testbed {}`: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataPlaneInfo {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub pod_addr: SocketAddr,
+    pub data_plane: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BoundLine {
+    /// A "listening on ADDR" line, or a JSON log line with an `addr` field.
+    Addr,
+    /// The first line that parses as a JSON object.
+    Json,
+}
+
+/// A started server: killed (and reaped) on drop; stdin closed first so a launcher can tear down.
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub child: Child,
+    pub pid: u32,
+    pub addr: Option<SocketAddr>,
+    ready_line: String,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    /// Tears its own children down when stdin closes: give it time instead of killing at once.
+    graceful: bool,
+}
+
+/// How long a server may take to print its address (a data plane deploys first).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Server {
+    fn spawn(name: &str, mut cmd: Command, log_dir: &Path, bound: BoundLine, graceful: bool) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        let log = log_dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("the child has no stdout")?;
+        let mut server = Server {
+            name: name.to_owned(),
+            child,
+            pid,
+            addr: None,
+            ready_line: String::new(),
+            stdin,
+            log: log.clone(),
+            graceful,
+        };
+        // A thread copies stdout into the log (so the pipe never fills) and hands lines over.
+        let (tx, rx) = mpsc::channel::<String>();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new().append(true).open(&log_path).ok();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("{name} exited ({status}) before it was ready; see {}", log.display());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "timed out after {READY_TIMEOUT:?} waiting for {name} to print its address; see {}",
+                    log.display()
+                );
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => match bound {
+                    BoundLine::Addr => {
+                        if let Some(addr) = parse_bound_addr(&line) {
+                            server.addr = Some(addr);
+                            server.ready_line = line;
+                            return Ok(server);
+                        }
+                    }
+                    BoundLine::Json => {
+                        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line).is_ok() {
+                            server.ready_line = line;
+                            return Ok(server);
+                        }
+                    }
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.wait().ok();
+                    bail!(
+                        "{name} closed its stdout ({status:?}) before it was ready; see {}",
+                        log.display()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        self.addr.with_context(|| format!("{} has no bound address", self.name))
+    }
+
+    /// Closes stdin, waits up to `grace` for the process to exit, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!(
+            "bench: {} did not exit within {grace:?} after stdin closed; killed (log: {})",
+            self.name,
+            self.log.display()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if self.graceful {
+                self.stop(Duration::from_secs(15));
+            } else {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// The bound address in a server's startup line: `listening on 127.0.0.1:1234`, or a JSON
+/// log event (ws-echo's `--log-format json`) whose message is "listening" and `addr` the address.
+pub fn parse_bound_addr(line: &str) -> Option<SocketAddr> {
+    if let Some(rest) = line.trim().strip_prefix("listening on ") {
+        return rest.trim().parse().ok();
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let message = v
+        .get("message")
+        .or_else(|| v.get("fields").and_then(|f| f.get("message")))?;
+    if message.as_str()? != "listening" {
+        return None;
+    }
+    let addr = v.get("addr").or_else(|| v.get("fields").and_then(|f| f.get("addr")))?;
+    addr.as_str()?.parse().ok()
+}
+
+fn works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// (soft, hard) RLIMIT_NOFILE of this process, from /proc/self/limits.
+pub fn nofile_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_nofile(&limits)
+}
+
+fn parse_nofile(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let parse = |s: Option<&str>| {
+        s.map(|s| {
+            if s == "unlimited" {
+                u64::MAX
+            } else {
+                s.parse().unwrap_or(0)
+            }
+        })
+    };
+    Some((parse(fields.next())?, parse(fields.next())?))
+}
+
+/// utime + stime of `pid` in clock ticks (100 per second on Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Measures `pid`'s CPU share (% of one core) while `f` runs.
+pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Option<f64>)> {
+    let before = cpu_ticks(pid);
+    let start = Instant::now();
+    let out = f()?;
+    let wall = start.elapsed().as_secs_f64();
+    let share = before
+        .zip(cpu_ticks(pid))
+        .filter(|_| wall > 0.0)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / 100.0 / wall * 100.0);
+    Ok((out, share))
+}
+
+/// CPU model, logical cores, kernel release.
+pub fn machine() -> (String, usize, String) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    (model, cores, kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_address_comes_from_either_startup_line() {
+        assert_eq!(
+            parse_bound_addr("listening on 127.0.0.1:4321"),
+            Some("127.0.0.1:4321".parse().unwrap())
+        );
+        let json = r#"{"timestamp":"t","level":"INFO","message":"listening","addr":"127.0.0.1:999","pod":"p","target":"ws_echo::server"}"#;
+        assert_eq!(parse_bound_addr(json), Some("127.0.0.1:999".parse().unwrap()));
+        let nested = r#"{"level":"INFO","fields":{"message":"listening","addr":"127.0.0.1:5"}}"#;
+        assert_eq!(parse_bound_addr(nested), Some("127.0.0.1:5".parse().unwrap()));
+        assert_eq!(
+            parse_bound_addr(r#"{"message":"websocket open","addr":"127.0.0.1:5"}"#),
+            None
+        );
+        assert_eq!(parse_bound_addr("starting up"), None);
+    }
+
+    #[test]
+    fn nofile_limits_parse_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max cpu time              unlimited            unlimited            seconds   \n\
+                    Max open files            1024                 20000                files     \n";
+        assert_eq!(parse_nofile(text), Some((1024, 20000)));
+        assert!(nofile_limits().is_some_and(|(s, h)| s <= h));
+    }
+}
