@@ -109,6 +109,7 @@ impl Bench {
                 kernel,
                 pinning: launcher.pinning.clone(),
                 nofile_limit: launcher.nofile,
+                load_average: procs::load_average(),
             },
             settings: settings.clone(),
             echo: Vec::new(),

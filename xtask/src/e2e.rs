@@ -55,10 +55,16 @@ impl E2e {
         let cluster = match self.env {
             Env::Local => {
                 tools::ensure(root).context("installing the pinned data planes")?;
-                cmd!(sh, "{cargo} build --package ws-echo --bins").run().context("building ws-echo")?;
+                cmd!(sh, "{cargo} build --package ws-echo --bins")
+                    .run()
+                    .context("building ws-echo")?;
                 None
             }
-            Env::Kind => Some(crate::kind::ensure_up(root, &controllers, self.k8s_version.as_deref().unwrap_or(""))?),
+            Env::Kind => Some(crate::kind::ensure_up(
+                root,
+                &controllers,
+                self.k8s_version.as_deref().unwrap_or(""),
+            )?),
         };
 
         let results = root.join("target/testbed/results").join(self.env.name());
@@ -73,10 +79,17 @@ impl E2e {
         let _env = sh.push_env("TESTBED_ENV", self.env.name());
         let _results = sh.push_env("TESTBED_RESULTS_DIR", &results);
         let _keep = self.keep.then(|| sh.push_env("TESTBED_KEEP", "1"));
-        let _cluster_env: Vec<_> =
-            cluster.iter().flat_map(|c| c.env()).map(|(key, value)| sh.push_env(key, value)).collect();
+        let _cluster_env: Vec<_> = cluster
+            .iter()
+            .flat_map(|c| c.env())
+            .map(|(key, value)| sh.push_env(key, value))
+            .collect();
         let started = Instant::now();
-        let suite = cmd!(sh, "{cargo} nextest run --package suite --profile {profile} -E {filter}").run();
+        let suite = cmd!(
+            sh,
+            "{cargo} nextest run --package suite --profile {profile} -E {filter}"
+        )
+        .run();
         let wall = started.elapsed().as_secs_f64();
 
         let generated_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -131,6 +144,9 @@ mod tests {
     #[test]
     fn filterset_selects_controllers_and_behaviours() {
         let f = filterset(&["nginx".into(), "haproxy".into()], Some("idle"));
-        assert_eq!(f, "binary(behaviours) & (test(/Controller__Nginx$/) | test(/Controller__Haproxy$/)) & test(/idle/)");
+        assert_eq!(
+            f,
+            "binary(behaviours) & (test(/Controller__Nginx$/) | test(/Controller__Haproxy$/)) & test(/idle/)"
+        );
     }
 }

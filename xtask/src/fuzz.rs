@@ -139,10 +139,10 @@ pub fn parse_log(text: &str) -> Outcome {
         } else if let Some(path) = line.split("Test unit written to ").nth(1) {
             outcome.crash = Some(path.trim().to_owned());
         }
-        if line.starts_with('#') {
-            if let Some(cov) = line.split("cov: ").nth(1).and_then(|c| c.split_whitespace().next()) {
-                outcome.coverage = cov.parse().ok();
-            }
+        if line.starts_with('#')
+            && let Some(cov) = line.split("cov: ").nth(1).and_then(|c| c.split_whitespace().next())
+        {
+            outcome.coverage = cov.parse().ok();
         }
     }
     if outcome.crash.is_none() {

@@ -53,7 +53,12 @@ pub fn build(root: &Path, tag: &str) -> anyhow::Result<BuiltImage> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let docker = connect_docker().await?;
-        let options = BuildImageOptionsBuilder::new().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).build();
+        let options = BuildImageOptionsBuilder::new()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .build();
         let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(step) = stream.next().await {
             let step = step.context("docker build")?;
@@ -61,7 +66,10 @@ pub fn build(root: &Path, tag: &str) -> anyhow::Result<BuiltImage> {
                 bail!("docker build failed: {}", detail.message.unwrap_or_default());
             }
         }
-        let inspect = docker.inspect_image(tag).await.with_context(|| format!("inspecting {tag}"))?;
+        let inspect = docker
+            .inspect_image(tag)
+            .await
+            .with_context(|| format!("inspecting {tag}"))?;
         let size_bytes = inspect.size.unwrap_or_default();
         let user = inspect.config.and_then(|c| c.user).unwrap_or_default();
         if size_bytes > MAX_IMAGE_BYTES {
@@ -70,7 +78,11 @@ pub fn build(root: &Path, tag: &str) -> anyhow::Result<BuiltImage> {
         if !user.starts_with(&IMAGE_UID.to_string()) {
             bail!("image {tag} runs as {user:?}, expected uid {IMAGE_UID}");
         }
-        Ok(BuiltImage { size_bytes, user, binary })
+        Ok(BuiltImage {
+            size_bytes,
+            user,
+            binary,
+        })
     })
 }
 
@@ -84,7 +96,10 @@ pub fn docker_available() -> bool {
 
 async fn connect_docker() -> anyhow::Result<Docker> {
     let docker = Docker::connect_with_local_defaults().context("connecting to the Docker engine")?;
-    docker.ping().await.context("the Docker engine does not answer (is dockerd running?)")?;
+    docker
+        .ping()
+        .await
+        .context("the Docker engine does not answer (is dockerd running?)")?;
     Ok(docker)
 }
 
@@ -94,9 +109,12 @@ fn build_static_binary(root: &Path) -> anyhow::Result<PathBuf> {
     let cargo = crate::cargo();
     // `--target` keeps the static flag off build scripts and proc macros.
     let _flags = sh.push_env("RUSTFLAGS", "-C target-feature=+crt-static");
-    cmd!(sh, "{cargo} build --release --locked --package ws-echo --bin ws-echo --target {TARGET}")
-        .run()
-        .context("building the static ws-echo release binary")?;
+    cmd!(
+        sh,
+        "{cargo} build --release --locked --package ws-echo --bin ws-echo --target {TARGET}"
+    )
+    .run()
+    .context("building the static ws-echo release binary")?;
     Ok(root.join("target").join(TARGET).join("release").join("ws-echo"))
 }
 
@@ -117,6 +135,7 @@ fn build_context(binary: &Path) -> anyhow::Result<Vec<u8>> {
     header.set_cksum();
     tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
     let mut file = std::fs::File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
-    tar.append_file("ws-echo", &mut file).context("adding the binary to the build context")?;
+    tar.append_file("ws-echo", &mut file)
+        .context("adding the binary to the build context")?;
     tar.into_inner().context("finishing the build context")
 }

@@ -122,6 +122,8 @@ impl KindCluster {
                 self.cluster_config.display().to_string(),
             ),
             ("TESTBED_IMAGE".to_owned(), self.image.clone()),
+            ("TESTBED_KIND_CLUSTER".to_owned(), self.name.clone()),
+            ("TESTBED_K8S_VERSION".to_owned(), self.k8s_version.clone()),
         ]
     }
 }
@@ -210,7 +212,9 @@ pub struct ChartPin {
     pub values: String,
     pub http_port: u16,
     pub https_port: u16,
+    /// Upstream's own install manifest, for readers comparing our overrides (not applied).
     #[serde(default)]
+    #[allow(dead_code)]
     pub reference_manifest: Option<String>,
 }
 
@@ -459,10 +463,10 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[String], k8s_version: &
     }
     for name in controllers {
         let Some(c) = pins.controllers.get(name) else { continue };
-        let port = c.http_port;
+        let (port, tls_port) = (c.http_port, c.https_port);
         steps.push(Step::Print(format!(
             "{name}: websocat -H 'Host: {SAMPLE_HOST}' ws://127.0.0.1:{port}/ws   \
-             or: wscat -H 'Host: {SAMPLE_HOST}' -c ws://127.0.0.1:{port}/ws"
+             or: wscat -H 'Host: {SAMPLE_HOST}' -c ws://127.0.0.1:{port}/ws   (TLS listener: 127.0.0.1:{tls_port})"
         )));
     }
     steps

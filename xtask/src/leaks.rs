@@ -13,7 +13,9 @@ pub struct Leaked {
 pub fn processes_under(dir: &Path) -> Vec<Leaked> {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let ours = ancestors(std::process::id());
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut leaked: Vec<Leaked> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| !ours.contains(pid))
@@ -28,12 +30,18 @@ pub fn processes_under(dir: &Path) -> Vec<Leaked> {
 }
 
 pub fn describe(leaked: &[Leaked]) -> String {
-    leaked.iter().map(|l| format!("  pid {} {}", l.pid, l.exe.display())).collect::<Vec<_>>().join("\n")
+    leaked
+        .iter()
+        .map(|l| format!("  pid {} {}", l.pid, l.exe.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Build scripts and test binaries of a concurrent cargo invocation are not leaks.
 fn is_build_tool(exe: &Path) -> bool {
-    exe.components().any(|c| c.as_os_str() == "build" || c.as_os_str() == "deps") || exe.ends_with("xtask")
+    exe.components()
+        .any(|c| c.as_os_str() == "build" || c.as_os_str() == "deps")
+        || exe.ends_with("xtask")
 }
 
 fn ancestors(mut pid: u32) -> Vec<u32> {

@@ -5,13 +5,13 @@ mod bench;
 mod e2e;
 mod flags;
 mod fuzz;
-mod leaks;
-mod tidy;
 mod image;
 mod kind;
+mod leaks;
 mod report;
 mod soak;
 mod test;
+mod tidy;
 mod tools;
 
 use std::path::PathBuf;

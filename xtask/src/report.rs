@@ -15,8 +15,10 @@ impl Report {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
         let dir = self.dir.unwrap_or_else(|| report_dir(root));
         let json = dir.join("report.json");
-        let text = std::fs::read_to_string(&json).with_context(|| format!("reading {}: run `cargo xtask e2e` first", json.display()))?;
-        let report: report::Report = serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("reading {}: run `cargo xtask e2e` first", json.display()))?;
+        let report: report::Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
         write_rendered(root, &dir, &report)?;
         println!("{}", report::markdown::matrix(&report));
         println!("report: {}", dir.join("report.html").display());

@@ -146,16 +146,13 @@ pub fn aggregate(runs: &[Run], wall_seconds: f64) -> Summary {
     for run in runs {
         for (behaviour, controller, _) in &run.results {
             let key = (behaviour.clone(), controller.clone());
-            if !stats.contains_key(&key) {
-                order.push(key.clone());
-                stats.insert(
-                    key,
-                    TestStats {
-                        behaviour: behaviour.clone(),
-                        controller: controller.clone(),
-                        ..TestStats::default()
-                    },
-                );
+            if let std::collections::btree_map::Entry::Vacant(entry) = stats.entry(key.clone()) {
+                order.push(key);
+                entry.insert(TestStats {
+                    behaviour: behaviour.clone(),
+                    controller: controller.clone(),
+                    ..TestStats::default()
+                });
             }
         }
     }

@@ -31,21 +31,34 @@ impl Test {
         let sh = Shell::new()?;
         sh.change_dir(root);
         let cargo = crate::cargo();
-        cmd!(sh, "{cargo} build --package ws-echo --bins").run().context("building the ws-echo binary")?;
+        cmd!(sh, "{cargo} build --package ws-echo --bins")
+            .run()
+            .context("building the ws-echo binary")?;
 
         let require_docker = std::env::var("TESTBED_REQUIRE_DOCKER").as_deref() == Ok("1");
         if self.no_image {
             println!("xtask: skipping the container image (--no-image)");
         } else if image::docker_available() {
             let built = image::build(root, image::DEFAULT_TAG).context("building the ws-echo image")?;
-            println!("xtask: built {} ({:.1} MB)", image::DEFAULT_TAG, built.size_bytes as f64 / 1e6);
+            println!(
+                "xtask: built {} ({:.1} MB)",
+                image::DEFAULT_TAG,
+                built.size_bytes as f64 / 1e6
+            );
         } else if require_docker {
             bail!("TESTBED_REQUIRE_DOCKER=1 but no Docker engine answers");
         } else {
             println!("xtask: no Docker engine answers; the image contract test will report a skip");
         }
 
-        let profile = self.profile.unwrap_or_else(|| if std::env::var_os("CI").is_some() { "ci" } else { "default" }.into());
+        let profile = self.profile.unwrap_or_else(|| {
+            if std::env::var_os("CI").is_some() {
+                "ci"
+            } else {
+                "default"
+            }
+            .into()
+        });
         let args = self.nextest_args;
         let status = cmd!(sh, "{cargo} nextest run --workspace --profile {profile} {args...}").run();
         let leaked = leaks::processes_under(&root.join("target"));

@@ -31,6 +31,10 @@ mod tests {
             .filter(|f| !std::fs::read_to_string(f).unwrap_or_default().starts_with("//!"))
             .map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string())
             .collect();
-        assert!(missing.is_empty(), "files without a leading `//!` line:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "files without a leading `//!` line:\n{}",
+            missing.join("\n")
+        );
     }
 }

@@ -232,10 +232,3 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
     perms.set_mode(perms.mode() | 0o755);
     fs::set_permissions(path, perms).with_context(|| format!("making {} executable", path.display()))
 }
-
-fn first_line<'a>(a: &'a str, b: &'a str) -> &'a str {
-    a.lines()
-        .chain(b.lines())
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(no version output)")
-}

@@ -51,13 +51,27 @@ pub fn collect(dir: &Path, env: &str, generated_at: u64) -> Result<Report> {
             versions.insert(name, v);
         }
     }
-    let order = |c: &str| ["nginx", "traefik", "haproxy"].iter().position(|o| *o == c).unwrap_or(3);
-    results.sort_by(|a, b| (a.index, order(&a.controller)).cmp(&(b.index, order(&b.controller))));
-    Ok(Report { env: env.to_owned(), generated_at, wall_seconds: None, versions, results })
+    let order = |c: &str| {
+        ["nginx", "traefik", "haproxy"]
+            .iter()
+            .position(|o| *o == c)
+            .unwrap_or(3)
+    };
+    results.sort_by_key(|r| (r.index, order(&r.controller)));
+    Ok(Report {
+        env: env.to_owned(),
+        generated_at,
+        wall_seconds: None,
+        versions,
+        results,
+    })
 }
 
 fn json_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = fs::read_dir(dir).map_err(|source| CollectError::ReadDir { dir: dir.to_owned(), source })?;
+    let entries = fs::read_dir(dir).map_err(|source| CollectError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json") && p.is_file())
@@ -67,6 +81,12 @@ fn json_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|source| CollectError::ReadFile { path: path.to_owned(), source })?;
-    serde_json::from_str(&text).map_err(|source| CollectError::Parse { path: path.to_owned(), source })
+    let text = fs::read_to_string(path).map_err(|source| CollectError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| CollectError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -31,7 +31,13 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
     if !report.versions.is_empty() {
         out.push_str("<table><tr><th>controller</th><th>controller version</th><th>data plane</th></tr>");
         for (name, v) in &report.versions {
-            let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(name), esc(&v.controller), esc(&v.data_plane));
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(&v.controller),
+                esc(&v.data_plane)
+            );
         }
         out.push_str("</table>");
     }
@@ -42,12 +48,21 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
     }
     out.push_str("</tr>");
     for (behaviour, area) in report.behaviours() {
-        let _ = write!(out, "<tr><td><a href=\"#{0}\"><code>{0}</code></a><br><small>{1}</small></td>", esc(&behaviour), esc(&area));
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"#{0}\"><code>{0}</code></a><br><small>{1}</small></td>",
+            esc(&behaviour),
+            esc(&area)
+        );
         for c in &controllers {
             match report.get(&behaviour, c) {
                 None => out.push_str("<td>—</td>"),
                 Some(r) => {
-                    let caveat = if r.caveat.is_some() { " <span class=\"caveat\" title=\"caveat\">⚠</span>" } else { "" };
+                    let caveat = if r.caveat.is_some() {
+                        " <span class=\"caveat\" title=\"caveat\">⚠</span>"
+                    } else {
+                        ""
+                    };
                     let _ = write!(
                         out,
                         "<td class=\"{}\">{}{caveat}<br><small>{}</small></td>",
@@ -64,7 +79,12 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
 
     out.push_str("<h2>Details</h2>");
     for (behaviour, area) in report.behaviours() {
-        let _ = write!(out, "<h3 id=\"{0}\"><code>{0}</code> <small>({1})</small></h3>", esc(&behaviour), esc(&area));
+        let _ = write!(
+            out,
+            "<h3 id=\"{0}\"><code>{0}</code> <small>({1})</small></h3>",
+            esc(&behaviour),
+            esc(&area)
+        );
         for c in &controllers {
             let Some(r) = report.get(&behaviour, c) else { continue };
             let _ = write!(
@@ -93,11 +113,20 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
                 );
             }
             for f in &r.figures {
-                let _ = write!(out, "<tr><th>{}</th><td>{} {}</td></tr>", esc(&f.name), trim_number(f.value), esc(&f.unit));
+                let _ = write!(
+                    out,
+                    "<tr><th>{}</th><td>{} {}</td></tr>",
+                    esc(&f.name),
+                    trim_number(f.value),
+                    esc(&f.unit)
+                );
             }
             out.push_str("</table>");
             if let Some(svg) = timeline(r) {
-                let _ = write!(out, "<figure>{svg}<figcaption>One lane per client connection, coloured by the pod that answered; numbers are close codes.</figcaption></figure>");
+                let _ = write!(
+                    out,
+                    "<figure>{svg}<figcaption>One lane per client connection, coloured by the pod that answered; numbers are close codes.</figcaption></figure>"
+                );
             }
         }
     }

@@ -44,7 +44,11 @@ pub fn matrix(report: &Report) -> String {
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# WebSocket behaviour through ingress controllers ({} environment)\n", report.env);
+    let _ = writeln!(
+        out,
+        "# WebSocket behaviour through ingress controllers ({} environment)\n",
+        report.env
+    );
     let _ = writeln!(
         out,
         "{} passed, {} failed, {} skipped{}.\n",
@@ -56,18 +60,34 @@ pub fn render(report: &Report) -> String {
     if !report.versions.is_empty() {
         let _ = writeln!(out, "| controller | controller version | data plane |\n|---|---|---|");
         for (name, v) in &report.versions {
-            let _ = writeln!(out, "| {name} | {} | {} |", escape(&v.controller), escape(&v.data_plane));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} |",
+                escape(&v.controller),
+                escape(&v.data_plane)
+            );
         }
         out.push('\n');
     }
-    let _ = writeln!(out, "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want.\n");
+    let _ = writeln!(
+        out,
+        "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want.\n"
+    );
     out.push_str(&matrix(report));
 
-    let caveats: Vec<_> = report.results.iter().filter_map(|r| r.caveat.as_ref().map(|c| (r, c))).collect();
+    let caveats: Vec<_> = report
+        .results
+        .iter()
+        .filter_map(|r| r.caveat.as_ref().map(|c| (r, c)))
+        .collect();
     if !caveats.is_empty() {
         let _ = writeln!(out, "\n## Caveats\n");
         for (r, c) in caveats {
-            let _ = writeln!(out, "- **{}** `{}`: {} Knob: `{}`.", r.controller, r.behaviour, c.text, c.knob);
+            let _ = writeln!(
+                out,
+                "- **{}** `{}`: {} Knob: `{}`.",
+                r.controller, r.behaviour, c.text, c.knob
+            );
         }
     }
 
@@ -77,7 +97,10 @@ pub fn render(report: &Report) -> String {
         if let Some(first) = report.results.iter().find(|r| r.behaviour == behaviour) {
             let _ = writeln!(out, "{}\n", first.description);
         }
-        let _ = writeln!(out, "| controller | outcome | expected | observed | figures | source |\n|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| controller | outcome | expected | observed | figures | source |\n|---|---|---|---|---|---|"
+        );
         for c in report.controllers() {
             let Some(r) = report.get(&behaviour, &c) else { continue };
             let figures = r
@@ -107,7 +130,11 @@ pub fn render(report: &Report) -> String {
 }
 
 pub(crate) fn trim_number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.2}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -134,7 +161,11 @@ mod tests {
             caveat: None,
             skip_reason: None,
             error: None,
-            figures: vec![Figure { name: "ended_after".into(), value: 3.02, unit: "s".into() }],
+            figures: vec![Figure {
+                name: "ended_after".into(),
+                value: 3.02,
+                unit: "s".into(),
+            }],
             key_figure: Some("3.0 s".into()),
             lanes: vec![],
             markers: vec![],
@@ -145,17 +176,27 @@ mod tests {
     #[test]
     fn matrix_has_a_cell_per_controller_with_the_key_figure() {
         let mut caveated = result("idle", "haproxy", Outcome::Pass);
-        caveated.caveat = Some(Caveat { text: "cut".into(), knob: "timeout tunnel".into() });
+        caveated.caveat = Some(Caveat {
+            text: "cut".into(),
+            knob: "timeout tunnel".into(),
+        });
         let report = Report {
             env: "local".into(),
             generated_at: 0,
             wall_seconds: Some(61.0),
             versions: Default::default(),
-            results: vec![result("idle", "nginx", Outcome::Pass), caveated, result("idle", "traefik", Outcome::Fail)],
+            results: vec![
+                result("idle", "nginx", Outcome::Pass),
+                caveated,
+                result("idle", "traefik", Outcome::Fail),
+            ],
         };
         let md = render(&report);
         assert!(md.contains("| behaviour | nginx | traefik | haproxy |"), "{md}");
-        assert!(md.contains("| `idle` | pass · 3.0 s | **FAIL** · 3.0 s | pass ⚠ · 3.0 s |"), "{md}");
+        assert!(
+            md.contains("| `idle` | pass · 3.0 s | **FAIL** · 3.0 s | pass ⚠ · 3.0 s |"),
+            "{md}"
+        );
         assert!(md.contains("Knob: `timeout tunnel`"), "{md}");
         assert!(md.contains("2 passed, 1 failed, 0 skipped in 61 s"), "{md}");
     }

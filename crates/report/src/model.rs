@@ -171,7 +171,9 @@ impl Report {
     }
 
     pub fn get(&self, behaviour: &str, controller: &str) -> Option<&BehaviourResult> {
-        self.results.iter().find(|r| r.behaviour == behaviour && r.controller == controller)
+        self.results
+            .iter()
+            .find(|r| r.behaviour == behaviour && r.controller == controller)
     }
 
     pub fn count(&self, outcome: Outcome) -> usize {

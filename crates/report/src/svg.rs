@@ -10,7 +10,9 @@ const LEFT: f64 = 150.0;
 const LANE_HEIGHT: f64 = 16.0;
 const TOP: f64 = 28.0;
 /// Colour-blind-safe palette (Okabe–Ito), assigned to pods in order of appearance.
-const PALETTE: [&str; 8] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
+const PALETTE: [&str; 8] = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+];
 
 /// The timeline picture of one result, or `None` when it recorded no lanes.
 pub fn timeline(result: &BehaviourResult) -> Option<String> {
@@ -68,10 +70,25 @@ pub fn timeline(result: &BehaviourResult) -> Option<String> {
     }
     for (i, lane) in result.lanes.iter().enumerate() {
         let y = TOP + i as f64 * LANE_HEIGHT + LANE_HEIGHT / 2.0;
-        let colour = lane.pod.as_ref().and_then(|p| colours.get(p)).copied().unwrap_or("#888");
-        let _ = write!(svg, r#"<text x="4" y="{:.1}" fill="\#333">{}</text>"#, y + 4.0, esc(&lane.label));
+        let colour = lane
+            .pod
+            .as_ref()
+            .and_then(|p| colours.get(p))
+            .copied()
+            .unwrap_or("#888");
+        let _ = write!(
+            svg,
+            r#"<text x="4" y="{:.1}" fill="\#333">{}</text>"#,
+            y + 4.0,
+            esc(&lane.label)
+        );
         let (x0, x1) = (x(lane.start_ms), x(lane.end_ms).max(x(lane.start_ms) + 2.0));
-        let title = format!("{} · pod {} · {}", lane.label, lane.pod.as_deref().unwrap_or("none"), end_text(&lane.end));
+        let title = format!(
+            "{} · pod {} · {}",
+            lane.label,
+            lane.pod.as_deref().unwrap_or("none"),
+            end_text(&lane.end)
+        );
         let _ = write!(
             svg,
             r#"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="6"><title>{}</title></line>"#,
@@ -141,11 +158,18 @@ fn nice_step(end_ms: f64) -> f64 {
 }
 
 fn format_ms(ms: f64) -> String {
-    if ms >= 1000.0 { format!("{:.0}s", ms / 1000.0) } else { format!("{ms:.0}ms") }
+    if ms >= 1000.0 {
+        format!("{:.0}s", ms / 1000.0)
+    } else {
+        format!("{ms:.0}ms")
+    }
 }
 
 pub(crate) fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -184,7 +208,10 @@ mod tests {
                 lane("conn 2", Some("pod-b"), LaneEnd::Abnormal { error: "reset".into() }),
                 lane("conn 3", None, LaneEnd::HandshakeFailed { status: 502 }),
             ],
-            markers: vec![Marker { at_ms: 1000.0, label: "SIGTERM <pod-a>".into() }],
+            markers: vec![Marker {
+                at_ms: 1000.0,
+                label: "SIGTERM <pod-a>".into(),
+            }],
             duration_ms: 0.0,
         };
         let svg = timeline(&result).unwrap();

@@ -44,7 +44,10 @@ struct Record {
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("controller", &self.controller).field("env", &self.env).finish_non_exhaustive()
+        f.debug_struct("Ctx")
+            .field("controller", &self.controller)
+            .field("env", &self.env)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,8 +56,11 @@ impl Ctx {
     pub fn probe(&self, path_and_query: &str) -> ProbeOptions {
         let endpoint = self.deployment.endpoint();
         let mut opts = ProbeOptions::for_endpoint(endpoint, path_and_query).expect("the endpoint yields a valid URL");
-        if endpoint.tls {
-            opts = opts.tls(crate::tls_client_config());
+        if let Some(ca) = self.deployment.tls_ca() {
+            opts = opts.tls(
+                ca.client_config()
+                    .expect("the testbed CA yields a client configuration"),
+            );
         }
         opts
     }
@@ -65,7 +71,11 @@ impl Ctx {
     }
 
     pub fn figure(&self, name: &str, value: f64, unit: &str) {
-        self.lock().figures.push(Figure { name: name.to_owned(), value, unit: unit.to_owned() });
+        self.lock().figures.push(Figure {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+        });
     }
 
     /// The figure shown in the matrix cell.
@@ -75,7 +85,10 @@ impl Ctx {
 
     pub fn marker(&self, label: impl Into<String>) {
         let at_ms = self.now_ms();
-        self.lock().markers.push(Marker { at_ms, label: label.into() });
+        self.lock().markers.push(Marker {
+            at_ms,
+            label: label.into(),
+        });
     }
 
     /// Adds a connection's timeline as a lane of the report's picture.
@@ -114,7 +127,11 @@ where
         expected: expected.clone(),
         observed: String::new(),
         source: expectation.source.clone(),
-        caveat: expectation.caveat.clone().zip(expectation.knob.clone()).map(|(text, knob)| Caveat { text, knob }),
+        caveat: expectation
+            .caveat
+            .clone()
+            .zip(expectation.knob.clone())
+            .map(|(text, knob)| Caveat { text, knob }),
         skip_reason: None,
         error: None,
         figures: Vec::new(),
@@ -133,7 +150,10 @@ where
 
     match result.outcome {
         Outcome::Pass => {}
-        Outcome::Skip => eprintln!("SKIPPED {behaviour} [{controller}]: {}", result.skip_reason.as_deref().unwrap_or("")),
+        Outcome::Skip => eprintln!(
+            "SKIPPED {behaviour} [{controller}]: {}",
+            result.skip_reason.as_deref().unwrap_or("")
+        ),
         Outcome::Fail => panic!(
             "{behaviour} [{controller}, {env}]: expected {:?}, observed {:?}{}",
             result.expected,
@@ -143,8 +163,13 @@ where
     }
 }
 
-async fn measure<F, Fut>(result: &mut BehaviourResult, env: EnvKind, controller: Controller, spec: &IngressSpec, test: F)
-where
+async fn measure<F, Fut>(
+    result: &mut BehaviourResult,
+    env: EnvKind,
+    controller: Controller,
+    spec: &IngressSpec,
+    test: F,
+) where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = anyhow::Result<String>>,
 {
@@ -186,7 +211,11 @@ where
     }
     match outcome {
         Ok(Ok(observed)) => {
-            result.outcome = if observed == result.expected { Outcome::Pass } else { Outcome::Fail };
+            result.outcome = if observed == result.expected {
+                Outcome::Pass
+            } else {
+                Outcome::Fail
+            };
             result.observed = observed;
         }
         Ok(Err(err)) => fail(result, format!("{err:#}")),
@@ -228,7 +257,9 @@ fn chain(err: &dyn std::error::Error) -> String {
 pub fn results_dir(env: EnvKind) -> PathBuf {
     match std::env::var_os("TESTBED_RESULTS_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testbed/results").join(env.name()),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/testbed/results")
+            .join(env.name()),
     }
 }
 
@@ -240,17 +271,31 @@ fn write_result(result: &BehaviourResult) {
         std::fs::write(dir.join(result.file_name()), json)
     };
     if let Err(err) = write() {
-        eprintln!("warning: could not write the result of {} to {}: {err}", result.behaviour, dir.display());
+        eprintln!(
+            "warning: could not write the result of {} to {}: {err}",
+            result.behaviour,
+            dir.display()
+        );
     }
 }
 
 fn write_versions(controller: Controller, versions: &Versions) {
     let dir = results_dir(EnvKind::from_env().unwrap_or(EnvKind::Local)).join("versions");
-    let run = report::model::RunVersions { controller: versions.controller.clone(), data_plane: versions.data_plane.clone() };
-    let _ = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join(format!("{}.json", controller.name())), serde_json::to_vec(&run).unwrap_or_default()));
+    let run = report::model::RunVersions {
+        controller: versions.controller.clone(),
+        data_plane: versions.data_plane.clone(),
+    };
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            dir.join(format!("{}.json", controller.name())),
+            serde_json::to_vec(&run).unwrap_or_default(),
+        )
+    });
 }
 
 fn unix_ms() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or_default()
 }

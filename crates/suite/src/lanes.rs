@@ -6,13 +6,19 @@ use testbed::probe::{End, EventKind, Timeline};
 /// A lane for `timeline`, on an axis whose zero is `t0_unix_ms`.
 pub fn from_timeline(label: String, timeline: &Timeline, t0_unix_ms: f64) -> Lane {
     let offset = timeline.started_unix_ms - t0_unix_ms;
-    let end_at = timeline.end.as_ref().map(End::at_ms).unwrap_or_else(|| {
-        timeline.events.last().map(|e| e.at_ms).unwrap_or(0.0)
-    });
+    let end_at = timeline
+        .end
+        .as_ref()
+        .map(End::at_ms)
+        .unwrap_or_else(|| timeline.events.last().map(|e| e.at_ms).unwrap_or(0.0));
     let end = match &timeline.end {
-        Some(End::Closed { code, .. }) => LaneEnd::Closed { code: code.unwrap_or(1005) },
+        Some(End::Closed { code, .. }) => LaneEnd::Closed {
+            code: code.unwrap_or(1005),
+        },
         Some(End::Abnormal { error, .. }) => LaneEnd::Abnormal { error: error.clone() },
-        Some(End::HandshakeFailed { status, .. }) => LaneEnd::HandshakeFailed { status: status.unwrap_or(0) },
+        Some(End::HandshakeFailed { status, .. }) => LaneEnd::HandshakeFailed {
+            status: status.unwrap_or(0),
+        },
         Some(End::StillOpen { .. }) | None => LaneEnd::Open,
     };
     let events = timeline
@@ -24,7 +30,10 @@ pub fn from_timeline(label: String, timeline: &Timeline, t0_unix_ms: f64) -> Lan
                 EventKind::Ping { direction, .. } => format!("{direction:?} ping"),
                 _ => return None,
             };
-            Some(LaneEvent { at_ms: offset + e.at_ms, label })
+            Some(LaneEvent {
+                at_ms: offset + e.at_ms,
+                label,
+            })
         })
         .collect();
     Lane {

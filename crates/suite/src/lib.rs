@@ -10,7 +10,7 @@ pub mod harness;
 mod lanes;
 pub mod profile;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 pub use harness::{Ctx, run};
 
@@ -23,9 +23,4 @@ pub fn init_tracing() {
             .with_test_writer()
             .try_init();
     });
-}
-
-/// The client side of the testbed CA the environments terminate TLS with.
-pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
-    testbed::tls::TestCa::shared().client_config().expect("the testbed CA yields a client configuration")
 }

@@ -28,7 +28,11 @@ pub enum ProfileError {
         source: toml::de::Error,
     },
     #[error("profile {path} is for {found:?}, expected {expected}")]
-    WrongController { path: PathBuf, found: String, expected: Controller },
+    WrongController {
+        path: PathBuf,
+        found: String,
+        expected: Controller,
+    },
     #[error("profile {path} has no expectation for {behaviour}")]
     Missing { path: PathBuf, behaviour: String },
 }
@@ -80,10 +84,20 @@ pub fn load(controller: Controller) -> Result<Profile> {
 
 pub fn load_from(dir: &Path, controller: Controller) -> Result<Profile> {
     let path = dir.join(format!("{}.toml", controller.name()));
-    let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read { path: path.clone(), source })?;
-    let profile: Profile = toml::from_str(&text).map_err(|source| ProfileError::Parse { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let profile: Profile = toml::from_str(&text).map_err(|source| ProfileError::Parse {
+        path: path.clone(),
+        source,
+    })?;
     if profile.controller != controller.name() {
-        return Err(ProfileError::WrongController { path, found: profile.controller, expected: controller });
+        return Err(ProfileError::WrongController {
+            path,
+            found: profile.controller,
+            expected: controller,
+        });
     }
     Ok(profile)
 }
@@ -108,11 +122,23 @@ mod tests {
             let profile = load(controller).unwrap();
             for behaviour in CATALOGUE {
                 let e = profile.get(behaviour.name).unwrap();
-                assert!(e.source.starts_with("http"), "{controller} {}: source must be a link", behaviour.name);
-                assert_eq!(e.caveat.is_some(), e.knob.is_some(), "{controller} {}: a caveat names its knob", behaviour.name);
+                assert!(
+                    e.source.starts_with("http"),
+                    "{controller} {}: source must be a link",
+                    behaviour.name
+                );
+                assert_eq!(
+                    e.caveat.is_some(),
+                    e.knob.is_some(),
+                    "{controller} {}: a caveat names its knob",
+                    behaviour.name
+                );
             }
             for name in profile.expect.keys() {
-                assert!(CATALOGUE.iter().any(|b| b.name == name), "{controller}: {name} is not in the catalogue");
+                assert!(
+                    CATALOGUE.iter().any(|b| b.name == name),
+                    "{controller}: {name} is not in the catalogue"
+                );
             }
         }
     }

@@ -23,7 +23,10 @@ fn cookie() -> Affinity {
 }
 
 fn ticking(spec: IngressSpec, every: Duration) -> IngressSpec {
-    spec.with_pod(PodSettings { tick_interval: Some(every), ..PodSettings::default() })
+    spec.with_pod(PodSettings {
+        tick_interval: Some(every),
+        ..PodSettings::default()
+    })
 }
 
 /// How a connection ended, in the profiles' vocabulary.
@@ -46,7 +49,9 @@ fn source(n: u8) -> IpAddr {
 }
 
 async fn connect(ctx: &Ctx, opts: &ProbeOptions) -> anyhow::Result<probe::Connection> {
-    probe::connect(opts).await.with_context(|| format!("connecting through {}", ctx.controller))
+    probe::connect(opts)
+        .await
+        .with_context(|| format!("connecting through {}", ctx.controller))
 }
 
 async fn pod_of(conn: &probe::Connection) -> anyhow::Result<String> {
@@ -71,72 +76,104 @@ async fn echo(conn: &mut probe::Connection, text: &str) -> anyhow::Result<()> {
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_echoes_text_and_binary(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("upgrade_echoes_text_and_binary", c, IngressSpec::new(1), |ctx| async move {
-        let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
-        let status = conn.handshake().map(|h| h.status).unwrap_or(0);
-        let pod = pod_of(&conn).await?;
-        echo(&mut conn, "hello through the ingress").await?;
-        let binary: Vec<u8> = (0..=255u8).collect();
-        conn.send_binary(binary.clone()).await?;
-        let got_binary = matches!(conn.recv_data(RECV).await?, Incoming::Binary(b) if b[..] == binary[..]);
-        let big = "x".repeat(64 * 1024);
-        conn.send_text(big.clone()).await?;
-        let got_big = matches!(conn.recv_data(RECV).await?, Incoming::Text(t) if t == big);
-        conn.close(1000, "done").await?;
-        ctx.lane("client", conn.timeline());
-        ctx.key_figure(format!("101 from {pod}"));
-        Ok(match (status, got_binary, got_big) {
-            (101, true, true) => "echoed".to_owned(),
-            (101, false, _) => "binary-mismatch".to_owned(),
-            (101, _, false) => "64k-mismatch".to_owned(),
-            (status, ..) => format!("status-{status}"),
-        })
-    })
+async fn upgrade_echoes_text_and_binary(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "upgrade_echoes_text_and_binary",
+        c,
+        IngressSpec::new(1),
+        |ctx| async move {
+            let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
+            let status = conn.handshake().map(|h| h.status).unwrap_or(0);
+            let pod = pod_of(&conn).await?;
+            echo(&mut conn, "hello through the ingress").await?;
+            let binary: Vec<u8> = (0..=255u8).collect();
+            conn.send_binary(binary.clone()).await?;
+            let got_binary = matches!(conn.recv_data(RECV).await?, Incoming::Binary(b) if b[..] == binary[..]);
+            let big = "x".repeat(64 * 1024);
+            conn.send_text(big.clone()).await?;
+            let got_big = matches!(conn.recv_data(RECV).await?, Incoming::Text(t) if t == big);
+            conn.close(1000, "done").await?;
+            ctx.lane("client", conn.timeline());
+            ctx.key_figure(format!("101 from {pod}"));
+            Ok(match (status, got_binary, got_big) {
+                (101, true, true) => "echoed".to_owned(),
+                (101, false, _) => "binary-mismatch".to_owned(),
+                (101, _, false) => "64k-mismatch".to_owned(),
+                (status, ..) => format!("status-{status}"),
+            })
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_negotiates_subprotocol(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("upgrade_negotiates_subprotocol", c, IngressSpec::new(1), |ctx| async move {
-        let conn = connect(&ctx, &ctx.probe("/ws").subprotocol("echo.v1")).await?;
-        let selected = conn.subprotocol().map(str::to_owned);
-        let seen_by_pod = conn.hello().and_then(|h| h.subprotocol.clone());
-        ctx.key_figure(format!("selected {}", selected.as_deref().unwrap_or("none")));
-        Ok(match (selected.as_deref(), seen_by_pod.as_deref()) {
-            (Some("echo.v1"), Some("echo.v1")) => "selected".to_owned(),
-            (None, _) => "not-selected".to_owned(),
-            (client, pod) => format!("mismatch client={client:?} pod={pod:?}"),
-        })
-    })
+async fn upgrade_negotiates_subprotocol(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "upgrade_negotiates_subprotocol",
+        c,
+        IngressSpec::new(1),
+        |ctx| async move {
+            let conn = connect(&ctx, &ctx.probe("/ws").subprotocol("echo.v1")).await?;
+            let selected = conn.subprotocol().map(str::to_owned);
+            let seen_by_pod = conn.hello().and_then(|h| h.subprotocol.clone());
+            ctx.key_figure(format!("selected {}", selected.as_deref().unwrap_or("none")));
+            Ok(match (selected.as_deref(), seen_by_pod.as_deref()) {
+                (Some("echo.v1"), Some("echo.v1")) => "selected".to_owned(),
+                (None, _) => "not-selected".to_owned(),
+                (client, pod) => format!("mismatch client={client:?} pod={pod:?}"),
+            })
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_served_alongside(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("plain_http_served_alongside", c, IngressSpec::new(1), |ctx| async move {
-        let opts = ctx.probe("/");
-        let index = probe::http_get(&opts, "/").await?;
-        let health = probe::http_get(&opts, "/healthz").await?;
-        ctx.key_figure(format!("/ {} · /healthz {}", index.status.as_u16(), health.status.as_u16()));
-        Ok(format!("{}/{}", index.status.as_u16(), health.status.as_u16()))
-    })
+async fn plain_http_served_alongside(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "plain_http_served_alongside",
+        c,
+        IngressSpec::new(1),
+        |ctx| async move {
+            let opts = ctx.probe("/");
+            let index = probe::http_get(&opts, "/").await?;
+            let health = probe::http_get(&opts, "/healthz").await?;
+            ctx.key_figure(format!(
+                "/ {} · /healthz {}",
+                index.status.as_u16(),
+                health.status.as_u16()
+            ));
+            Ok(format!("{}/{}", index.status.as_u16(), health.status.as_u16()))
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wss_through_tls_termination(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("wss_through_tls_termination", c, IngressSpec::new(1).with_tls(), |ctx| async move {
-        let opts = ctx.probe("/ws");
-        anyhow::ensure!(opts.is_tls(), "the deployment did not turn TLS on");
-        let mut conn = connect(&ctx, &opts).await?;
-        echo(&mut conn, "over tls").await?;
-        ctx.key_figure("wss echo");
-        Ok("echoed".to_owned())
-    })
+async fn wss_through_tls_termination(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "wss_through_tls_termination",
+        c,
+        IngressSpec::new(1).with_tls(),
+        |ctx| async move {
+            let opts = ctx.probe("/ws");
+            anyhow::ensure!(opts.is_tls(), "the deployment did not turn TLS on");
+            let mut conn = connect(&ctx, &opts).await?;
+            echo(&mut conn, "over tls").await?;
+            ctx.key_figure("wss echo");
+            Ok("echoed".to_owned())
+        },
+    )
     .await;
 }
 
@@ -166,13 +203,18 @@ async fn client_ip_forwarded(#[values(Controller::Nginx, Controller::Traefik, Co
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_protocol_preserves_client_ip(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn proxy_protocol_preserves_client_ip(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(1).with_proxy_protocol();
     suite::run("proxy_protocol_preserves_client_ip", c, spec, |ctx| async move {
         let claimed: SocketAddr = "203.0.113.7:40001".parse()?;
         let conn = connect(&ctx, &ctx.probe("/ws").proxy_protocol(claimed)).await?;
         let hello = conn.hello().context("no hello")?;
-        let seen = [&hello.forwarded_for, &hello.real_ip].into_iter().flatten().any(|v| v.contains("203.0.113.7"));
+        let seen = [&hello.forwarded_for, &hello.real_ip]
+            .into_iter()
+            .flatten()
+            .any(|v| v.contains("203.0.113.7"));
         ctx.key_figure(format!("XFF {}", hello.forwarded_for.as_deref().unwrap_or("—")));
         Ok(if seen { "preserved" } else { "lost" }.to_owned())
     })
@@ -194,7 +236,11 @@ async fn hold_and_observe(ctx: &Ctx, client_pings: bool, hold: Duration) -> anyh
     ctx.figure("server_frames", outcome.data_frames as f64, "frames");
     ctx.figure("server_pings", outcome.pings_received as f64, "pings");
     let word = end_word(&outcome.end);
-    ctx.key_figure(if outcome.still_open() { format!("open at {}", secs(hold)) } else { format!("{word} at {}", secs(outcome.after)) });
+    ctx.key_figure(if outcome.still_open() {
+        format!("open at {}", secs(hold))
+    } else {
+        format!("{word} at {}", secs(outcome.after))
+    });
     // An end well before the configured timeout is its own observation.
     if !outcome.still_open() && outcome.after < IDLE_TIMEOUT.mul_f64(0.8) {
         return Ok(format!("{word}-early"));
@@ -204,7 +250,9 @@ async fn hold_and_observe(ctx: &Ctx, client_pings: bool, hold: Duration) -> anyh
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connection_closed_at_timeout(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn idle_connection_closed_at_timeout(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT);
     suite::run("idle_connection_closed_at_timeout", c, spec, |ctx| async move {
         hold_and_observe(&ctx, false, IDLE_TIMEOUT * 3).await
@@ -214,8 +262,13 @@ async fn idle_connection_closed_at_timeout(#[values(Controller::Nginx, Controlle
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_ticks_keep_connection_alive(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    let spec = ticking(IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT), Duration::from_secs(1));
+async fn server_ticks_keep_connection_alive(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    let spec = ticking(
+        IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT),
+        Duration::from_secs(1),
+    );
     suite::run("server_ticks_keep_connection_alive", c, spec, |ctx| async move {
         hold_and_observe(&ctx, false, IDLE_TIMEOUT * 3).await
     })
@@ -224,10 +277,15 @@ async fn server_ticks_keep_connection_alive(#[values(Controller::Nginx, Controll
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_pings_keep_connection_alive(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn server_pings_keep_connection_alive(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(1)
         .with_idle_timeout(IDLE_TIMEOUT)
-        .with_pod(PodSettings { ping_interval: Some(Duration::from_secs(1)), ..PodSettings::default() });
+        .with_pod(PodSettings {
+            ping_interval: Some(Duration::from_secs(1)),
+            ..PodSettings::default()
+        });
     suite::run("server_pings_keep_connection_alive", c, spec, |ctx| async move {
         hold_and_observe(&ctx, false, IDLE_TIMEOUT * 3).await
     })
@@ -236,7 +294,9 @@ async fn server_pings_keep_connection_alive(#[values(Controller::Nginx, Controll
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_pings_keep_connection_alive(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn client_pings_keep_connection_alive(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT);
     suite::run("client_pings_keep_connection_alive", c, spec, |ctx| async move {
         hold_and_observe(&ctx, true, IDLE_TIMEOUT * 3).await
@@ -259,63 +319,86 @@ async fn pods_reached(ctx: &Ctx, opts: &ProbeOptions, n: usize) -> anyhow::Resul
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_affinity_spreads_connections(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("no_affinity_spreads_connections", c, IngressSpec::new(3), |ctx| async move {
-        let pods: BTreeSet<String> = pods_reached(&ctx, &ctx.probe("/ws"), 30).await?.into_iter().collect();
-        ctx.figure("distinct_pods", pods.len() as f64, "pods");
-        ctx.key_figure(format!("30 conns → {} pods", pods.len()));
-        Ok(if pods.len() >= 2 { "spread" } else { "single-pod" }.to_owned())
-    })
+async fn no_affinity_spreads_connections(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "no_affinity_spreads_connections",
+        c,
+        IngressSpec::new(3),
+        |ctx| async move {
+            let pods: BTreeSet<String> = pods_reached(&ctx, &ctx.probe("/ws"), 30).await?.into_iter().collect();
+            ctx.figure("distinct_pods", pods.len() as f64, "pods");
+            ctx.key_figure(format!("30 conns → {} pods", pods.len()));
+            Ok(if pods.len() >= 2 { "spread" } else { "single-pod" }.to_owned())
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cookie_affinity_pins_reconnects(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("cookie_affinity_pins_reconnects", c, IngressSpec::new(3).with_affinity(cookie()), |ctx| async move {
-        let jar = probe::CookieJar::new();
-        let opts = ctx.probe("/ws").cookie_jar(jar.clone());
-        let first = connect(&ctx, &opts).await?;
-        let pinned = pod_of(&first).await?;
-        let cookie_on_101 = first.handshake().is_some_and(|h| !h.set_cookies.is_empty());
-        if !cookie_on_101 || jar.is_empty() {
-            return Ok("no-cookie-on-101".to_owned());
-        }
-        let pods = pods_reached(&ctx, &opts, 10).await?;
-        let same = pods.iter().filter(|p| **p == pinned).count();
-        ctx.figure("reconnects_to_pinned_pod", same as f64, "of 10");
-        ctx.key_figure(format!("{same}/10 to {pinned}"));
-        Ok(if same == 10 { "pinned" } else { "not-pinned" }.to_owned())
-    })
+async fn cookie_affinity_pins_reconnects(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "cookie_affinity_pins_reconnects",
+        c,
+        IngressSpec::new(3).with_affinity(cookie()),
+        |ctx| async move {
+            let jar = probe::CookieJar::new();
+            let opts = ctx.probe("/ws").cookie_jar(jar.clone());
+            let first = connect(&ctx, &opts).await?;
+            let pinned = pod_of(&first).await?;
+            let cookie_on_101 = first.handshake().is_some_and(|h| !h.set_cookies.is_empty());
+            if !cookie_on_101 || jar.is_empty() {
+                return Ok("no-cookie-on-101".to_owned());
+            }
+            let pods = pods_reached(&ctx, &opts, 10).await?;
+            let same = pods.iter().filter(|p| **p == pinned).count();
+            ctx.figure("reconnects_to_pinned_pod", same as f64, "of 10");
+            ctx.key_figure(format!("{same}/10 to {pinned}"));
+            Ok(if same == 10 { "pinned" } else { "not-pinned" }.to_owned())
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_ip_affinity_pins_by_source(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("client_ip_affinity_pins_by_source", c, IngressSpec::new(3).with_affinity(Affinity::ClientIp), |ctx| async move {
-        let mut by_source = BTreeMap::<IpAddr, BTreeSet<String>>::new();
-        for n in 1..=5 {
-            let pods = pods_reached(&ctx, &ctx.probe("/ws").source_ip(source(n)), 5).await?;
-            by_source.insert(source(n), pods.into_iter().collect());
-        }
-        let pinned = by_source.values().all(|pods| pods.len() == 1);
-        let spread: BTreeSet<&String> = by_source.values().flatten().collect();
-        ctx.figure("pods_over_sources", spread.len() as f64, "pods");
-        ctx.key_figure(format!("5 sources → {} pods", spread.len()));
-        Ok(match (pinned, spread.len() >= 2) {
-            (true, true) => "pinned-and-spread",
-            (true, false) => "pinned-single-pod",
-            (false, _) => "not-pinned",
-        }
-        .to_owned())
-    })
+async fn client_ip_affinity_pins_by_source(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "client_ip_affinity_pins_by_source",
+        c,
+        IngressSpec::new(3).with_affinity(Affinity::ClientIp),
+        |ctx| async move {
+            let mut by_source = BTreeMap::<IpAddr, BTreeSet<String>>::new();
+            for n in 1..=5 {
+                let pods = pods_reached(&ctx, &ctx.probe("/ws").source_ip(source(n)), 5).await?;
+                by_source.insert(source(n), pods.into_iter().collect());
+            }
+            let pinned = by_source.values().all(|pods| pods.len() == 1);
+            let spread: BTreeSet<&String> = by_source.values().flatten().collect();
+            ctx.figure("pods_over_sources", spread.len() as f64, "pods");
+            ctx.key_figure(format!("5 sources → {} pods", spread.len()));
+            Ok(match (pinned, spread.len() >= 2) {
+                (true, true) => "pinned-and-spread",
+                (true, false) => "pinned-single-pod",
+                (false, _) => "not-pinned",
+            }
+            .to_owned())
+        },
+    )
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cookie_affinity_moves_when_pod_dies(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn cookie_affinity_moves_when_pod_dies(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(3).with_affinity(cookie()).with_drain(quick_drain());
     suite::run("cookie_affinity_moves_when_pod_dies", c, spec, |ctx| async move {
         let jar = probe::CookieJar::new();
@@ -324,7 +407,11 @@ async fn cookie_affinity_moves_when_pod_dies(#[values(Controller::Nginx, Control
         let pinned = pod_of(&first).await?;
         first.close(1000, "").await?;
         ctx.marker(format!("delete {pinned}"));
-        ctx.deployment.delete_pod(&pinned).await?.wait(Duration::from_secs(30)).await?;
+        ctx.deployment
+            .delete_pod(&pinned)
+            .await?
+            .wait(Duration::from_secs(30))
+            .await?;
         ctx.marker(format!("{pinned} gone"));
         let started = Instant::now();
         let attempt = probe::connect(&opts).await;
@@ -332,8 +419,16 @@ async fn cookie_affinity_moves_when_pod_dies(#[values(Controller::Nginx, Control
             Ok(conn) => {
                 let now = pod_of(&conn).await?;
                 ctx.lane("reconnect with old cookie", conn.timeline());
-                ctx.key_figure(format!("{pinned} → {now} in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0));
-                if now == pinned { "still-pinned-to-dead-pod" } else { "moved" }.to_owned()
+                ctx.key_figure(format!(
+                    "{pinned} → {now} in {:.0} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                ));
+                if now == pinned {
+                    "still-pinned-to-dead-pod"
+                } else {
+                    "moved"
+                }
+                .to_owned()
             }
             Err(err) => {
                 ctx.key_figure(format!("failed: {err}"));
@@ -346,33 +441,62 @@ async fn cookie_affinity_moves_when_pod_dies(#[values(Controller::Nginx, Control
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polling_session_needs_affinity(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("polling_session_needs_affinity", c, IngressSpec::new(3).with_affinity(cookie()), |ctx| async move {
-        let poll = |opts: ProbeOptions| async move {
-            let created = probe::http_request(&opts, http::Method::POST, "/session", Vec::new()).await?;
-            anyhow::ensure!(created.status == 200, "POST /session answered {}", created.status);
-            let sid = created.json::<serde_json::Value>()?["sid"].as_str().context("no sid")?.to_owned();
-            let mut statuses = Vec::new();
-            for _ in 0..10 {
-                statuses.push(probe::http_get(&opts, &format!("/session/{sid}")).await?.status.as_u16());
+async fn polling_session_needs_affinity(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "polling_session_needs_affinity",
+        c,
+        IngressSpec::new(3).with_affinity(cookie()),
+        |ctx| async move {
+            // `sticky`: one cookie jar for the whole session, as a browser keeps it;
+            // otherwise every request starts without cookies.
+            let poll = |sticky: bool| {
+                let jar = probe::CookieJar::new();
+                let base = ctx.probe("/");
+                let opts = move || {
+                    base.clone()
+                        .cookie_jar(if sticky { jar.clone() } else { probe::CookieJar::new() })
+                };
+                async move {
+                    let created = probe::http_request(&opts(), http::Method::POST, "/session", Vec::new()).await?;
+                    anyhow::ensure!(created.status == 200, "POST /session answered {}", created.status);
+                    let sid = created.json::<serde_json::Value>()?["sid"]
+                        .as_str()
+                        .context("no sid")?
+                        .to_owned();
+                    let mut statuses = Vec::new();
+                    for _ in 0..10 {
+                        statuses.push(
+                            probe::http_get(&opts(), &format!("/session/{sid}"))
+                                .await?
+                                .status
+                                .as_u16(),
+                        );
+                    }
+                    anyhow::Ok(statuses)
+                }
+            };
+            let with_cookie = poll(true).await?;
+            let without = poll(false).await?;
+            let ok = |s: &[u16]| s.iter().filter(|s| **s == 200).count();
+            ctx.figure("ok_with_cookie", ok(&with_cookie) as f64, "of 10");
+            ctx.figure("ok_without_cookie", ok(&without) as f64, "of 10");
+            ctx.key_figure(format!(
+                "with cookie {}/10 · without {}/10",
+                ok(&with_cookie),
+                ok(&without)
+            ));
+            let all_ok = with_cookie.iter().all(|s| *s == 200);
+            let some_400 = without.contains(&400);
+            Ok(match (all_ok, some_400) {
+                (true, true) => "sticky-needed",
+                (true, false) => "no-failure-without-affinity",
+                (false, _) => "failures-with-affinity",
             }
-            anyhow::Ok(statuses)
-        };
-        let with_cookie = poll(ctx.probe("/").cookie_jar(probe::CookieJar::new())).await?;
-        let without = poll(ctx.probe("/")).await?;
-        let ok = |s: &[u16]| s.iter().filter(|s| **s == 200).count();
-        ctx.figure("ok_with_cookie", ok(&with_cookie) as f64, "of 10");
-        ctx.figure("ok_without_cookie", ok(&without) as f64, "of 10");
-        ctx.key_figure(format!("with cookie {}/10 · without {}/10", ok(&with_cookie), ok(&without)));
-        let all_ok = with_cookie.iter().all(|s| *s == 200);
-        let some_400 = without.contains(&400);
-        Ok(match (all_ok, some_400) {
-            (true, true) => "sticky-needed",
-            (true, false) => "no-failure-without-affinity",
-            (false, _) => "failures-with-affinity",
-        }
-        .to_owned())
-    })
+            .to_owned())
+        },
+    )
     .await;
 }
 
@@ -394,8 +518,13 @@ fn quick_drain() -> Drain {
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn existing_connection_survives_prestop(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    let spec = ticking(IngressSpec::new(2).with_drain(termination()), Duration::from_millis(500));
+async fn existing_connection_survives_prestop(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    let spec = ticking(
+        IngressSpec::new(2).with_drain(termination()),
+        Duration::from_millis(500),
+    );
     suite::run("existing_connection_survives_prestop", c, spec, |ctx| async move {
         let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
         let pod = pod_of(&conn).await?;
@@ -407,7 +536,7 @@ async fn existing_connection_survives_prestop(#[values(Controller::Nginx, Contro
             sent += 1;
             conn.send_text(format!("during prestop {sent}")).await?;
             let until = Instant::now() + Duration::from_millis(400);
-            while let Ok(incoming) = conn.recv_data(until.saturating_duration_since(Instant::now())).await {
+            while let Ok(incoming) = conn.recv(until.saturating_duration_since(Instant::now())).await {
                 if incoming.is_tick() {
                     ticks += 1;
                 } else if matches!(&incoming, Incoming::Text(t) if t.starts_with("during prestop")) {
@@ -421,7 +550,12 @@ async fn existing_connection_survives_prestop(#[values(Controller::Nginx, Contro
         ctx.figure("echoed_during_prestop", echoed as f64, &format!("of {sent}"));
         ctx.figure("ticks_during_prestop", ticks as f64, "ticks");
         ctx.key_figure(format!("{echoed}/{sent} echoed, {ticks} ticks"));
-        Ok(if echoed == sent && ticks >= 2 { "served" } else { "interrupted" }.to_owned())
+        Ok(if echoed == sent && ticks >= 2 {
+            "served"
+        } else {
+            "interrupted"
+        }
+        .to_owned())
     })
     .await;
 }
@@ -432,7 +566,9 @@ fn termination_prestop(ctx: &Ctx) -> Duration {
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_new_connections_to_terminating_pod(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn no_new_connections_to_terminating_pod(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(3).with_drain(termination());
     suite::run("no_new_connections_to_terminating_pod", c, spec, |ctx| async move {
         let victim = ctx.deployment.pods().await?.first().context("no pods")?.name.clone();
@@ -450,7 +586,11 @@ async fn no_new_connections_to_terminating_pod(#[values(Controller::Nginx, Contr
             .map(|a| a.at_ms)
             .collect();
         let last = to_victim.iter().copied().fold(0.0_f64, f64::max);
-        ctx.figure("new_connections_to_terminating_pod", to_victim.len() as f64, "connections");
+        ctx.figure(
+            "new_connections_to_terminating_pod",
+            to_victim.len() as f64,
+            "connections",
+        );
         ctx.figure("last_new_connection_after_delete", last, "ms");
         ctx.figure("failed_handshakes", report.failures() as f64, "handshakes");
         ctx.key_figure(format!("{} new after delete (last at {last:.0} ms)", to_victim.len()));
@@ -481,7 +621,9 @@ async fn delete_and_watch(ctx: &Ctx) -> anyhow::Result<(probe::Connection, Strin
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_close_1001_reaches_client(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn server_close_1001_reaches_client(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(2).with_drain(termination());
     suite::run("server_close_1001_reaches_client", c, spec, |ctx| async move {
         let (_conn, _pod, after, end) = delete_and_watch(&ctx).await?;
@@ -494,19 +636,32 @@ async fn server_close_1001_reaches_client(#[values(Controller::Nginx, Controller
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_reconnects_to_new_pod(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn client_reconnects_to_new_pod(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(2).with_drain(termination());
     suite::run("client_reconnects_to_new_pod", c, spec, |ctx| async move {
         let (_conn, old, _after, end) = delete_and_watch(&ctx).await?;
         let closed_at = Instant::now();
-        let backoff = Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(1), factor: 2.0, max_attempts: 20 };
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            factor: 2.0,
+            max_attempts: 20,
+        };
         let again = probe::reconnect_with_backoff(&ctx.probe("/ws"), backoff).await?;
         let disruption = closed_at.elapsed();
         let new = pod_of(&again.conn).await?;
         ctx.lane(format!("reconnect to {new}"), again.conn.timeline());
         ctx.figure("disruption", disruption.as_secs_f64() * 1000.0, "ms");
         ctx.figure("attempts", again.attempts as f64, "attempts");
-        ctx.key_figure(format!("{} after {}: {:.0} ms, {} attempt(s)", new, end_word(&end), disruption.as_secs_f64() * 1000.0, again.attempts));
+        ctx.key_figure(format!(
+            "{} after {}: {:.0} ms, {} attempt(s)",
+            new,
+            end_word(&end),
+            disruption.as_secs_f64() * 1000.0,
+            again.attempts
+        ));
         Ok(if new != old { "reconnected" } else { "same-pod" }.to_owned())
     })
     .await;
@@ -514,7 +669,9 @@ async fn client_reconnects_to_new_pod(#[values(Controller::Nginx, Controller::Tr
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_update_has_no_failed_handshakes(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn rolling_update_has_no_failed_handshakes(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(3).with_drain(quick_drain());
     suite::run("rolling_update_has_no_failed_handshakes", c, spec, |ctx| async move {
         let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
@@ -522,22 +679,37 @@ async fn rolling_update_has_no_failed_handshakes(#[values(Controller::Nginx, Con
         ctx.deployment.rollout_restart().await?;
         ctx.marker("rollout done");
         let report = opener.stop().await;
-        for (i, attempt) in report.attempts.iter().enumerate().filter(|(i, a)| i % 5 == 0 || !matches!(a.outcome, probe::AttemptOutcome::Connected { .. })) {
+        for (i, attempt) in report
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| i % 5 == 0 || !matches!(a.outcome, probe::AttemptOutcome::Connected { .. }))
+        {
             ctx.lane(format!("attempt {i}"), &attempt.timeline);
         }
         let failures = report.failures();
         ctx.figure("attempts", report.attempts.len() as f64, "handshakes");
         ctx.figure("failed_handshakes", failures as f64, "handshakes");
         ctx.key_figure(format!("{failures} failed of {}", report.attempts.len()));
-        anyhow::ensure!(report.attempts.len() >= 10, "only {} attempts during the rollout", report.attempts.len());
-        Ok(if failures == 0 { "no-failures".to_owned() } else { "failed-handshakes".to_owned() })
+        anyhow::ensure!(
+            report.attempts.len() >= 10,
+            "only {} attempts during the rollout",
+            report.attempts.len()
+        );
+        Ok(if failures == 0 {
+            "no-failures".to_owned()
+        } else {
+            "failed-handshakes".to_owned()
+        })
     })
     .await;
 }
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_message_loss_across_rollout(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn no_message_loss_across_rollout(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(2).with_drain(quick_drain());
     suite::run("no_message_loss_across_rollout", c, spec, |ctx| async move {
         let stats = SharedStats::default();
@@ -557,7 +729,10 @@ async fn no_message_loss_across_rollout(#[values(Controller::Nginx, Controller::
         ctx.figure("lost", stats.lost as f64, "messages");
         ctx.figure("reconnects", stats.reconnects as f64, "reconnects");
         ctx.figure("abnormal_ends", stats.abnormal as f64, "connections");
-        ctx.key_figure(format!("{} lost of {}, {} reconnects", stats.lost, stats.sent, stats.reconnects));
+        ctx.key_figure(format!(
+            "{} lost of {}, {} reconnects",
+            stats.lost, stats.sent, stats.reconnects
+        ));
         anyhow::ensure!(stats.reconnects >= 1, "the rollout never moved the client");
         Ok(if stats.lost == 0 { "no-loss" } else { "lost-messages" }.to_owned())
     })
@@ -581,11 +756,16 @@ fn update(stats: &SharedStats, f: impl FnOnce(&mut NumberedStats)) {
 /// Sends a numbered message every 50 ms; on close, counts what was sent before
 /// the close arrived and never echoed, then reconnects and goes on.
 async fn numbered_client(ctx: Ctx, stats: SharedStats) -> anyhow::Result<()> {
-    let backoff = Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(500), factor: 2.0, max_attempts: 40 };
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        factor: 2.0,
+        max_attempts: 40,
+    };
     let mut next = 0u64;
     let mut lane = 0;
     loop {
-        let mut conn = probe::reconnect_with_backoff(&ctx.probe("/ws"), backoff.clone()).await?.conn;
+        let mut conn = probe::reconnect_with_backoff(&ctx.probe("/ws"), backoff).await?.conn;
         lane += 1;
         let mut outstanding = BTreeSet::new();
         let end = loop {
@@ -633,18 +813,30 @@ async fn numbered_client(ctx: Ctx, stats: SharedStats) -> anyhow::Result<()> {
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_after_grace_ends_connection_abnormally(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    let spec = IngressSpec::new(2)
-        .with_drain(termination())
-        .with_pod(PodSettings { ignore_sigterm: true, ..PodSettings::default() });
-    suite::run("sigkill_after_grace_ends_connection_abnormally", c, spec, |ctx| async move {
-        let grace = ctx.deployment.spec().drain.termination_grace;
-        let (_conn, _pod, after, end) = delete_and_watch(&ctx).await?;
-        let word = end_word(&end);
-        ctx.key_figure(format!("{word} at {} (grace {})", secs(after), secs(grace)));
-        let near_grace = after >= grace.mul_f64(0.9) && after <= grace + Duration::from_secs(3);
-        Ok(if near_grace { word } else { format!("{word}-not-at-grace") })
-    })
+async fn sigkill_after_grace_ends_connection_abnormally(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    let spec = IngressSpec::new(2).with_drain(termination()).with_pod(PodSettings {
+        ignore_sigterm: true,
+        ..PodSettings::default()
+    });
+    suite::run(
+        "sigkill_after_grace_ends_connection_abnormally",
+        c,
+        spec,
+        |ctx| async move {
+            let grace = ctx.deployment.spec().drain.termination_grace;
+            let (_conn, _pod, after, end) = delete_and_watch(&ctx).await?;
+            let word = end_word(&end);
+            ctx.key_figure(format!("{word} at {} (grace {})", secs(after), secs(grace)));
+            let near_grace = after >= grace.mul_f64(0.9) && after <= grace + Duration::from_secs(3);
+            Ok(if near_grace {
+                word
+            } else {
+                format!("{word}-not-at-grace")
+            })
+        },
+    )
     .await;
 }
 
@@ -652,7 +844,9 @@ async fn sigkill_after_grace_ends_connection_abnormally(#[values(Controller::Ngi
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_survives_endpoint_change(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn connection_survives_endpoint_change(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let spec = IngressSpec::new(2).with_drain(quick_drain());
     suite::run("connection_survives_endpoint_change", c, spec, |ctx| async move {
         let mut conns = Vec::new();
@@ -684,7 +878,9 @@ async fn connection_survives_endpoint_change(#[values(Controller::Nginx, Control
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_fate_on_config_reload(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn connection_fate_on_config_reload(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let drain_limit = Duration::from_secs(5);
     let spec = IngressSpec::new(1).with_data_plane_drain_limit(drain_limit);
     suite::run("connection_fate_on_config_reload", c, spec, |ctx| async move {
@@ -700,7 +896,10 @@ async fn connection_fate_on_config_reload(#[values(Controller::Nginx, Controller
             }
             n += 1;
             if echo(&mut conn, &format!("after reload {n}")).await.is_err() {
-                break end_word(&conn.end().cloned().unwrap_or(End::Abnormal { at_ms: 0.0, error: "echo failed".into() }));
+                break end_word(&conn.end().cloned().unwrap_or(End::Abnormal {
+                    at_ms: 0.0,
+                    error: "echo failed".into(),
+                }));
             }
             tokio::time::sleep(Duration::from_millis(250)).await; // pacing of the echo loop
         };
@@ -722,7 +921,9 @@ async fn connection_fate_on_config_reload(#[values(Controller::Nginx, Controller
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_session_affinity_is_bypassed(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn service_session_affinity_is_bypassed(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let mut spec = IngressSpec::new(3);
     spec.service.session_affinity_client_ip = true;
     suite::run("service_session_affinity_is_bypassed", c, spec, |ctx| async move {
@@ -735,26 +936,38 @@ async fn service_session_affinity_is_bypassed(#[values(Controller::Nginx, Contro
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_not_ready_addresses_keeps_terminating_pod_routable(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
+async fn publish_not_ready_addresses_keeps_terminating_pod_routable(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
     let mut spec = IngressSpec::new(3).with_drain(termination());
     spec.service.publish_not_ready_addresses = true;
-    suite::run("publish_not_ready_addresses_keeps_terminating_pod_routable", c, spec, |ctx| async move {
-        let victim = ctx.deployment.pods().await?.first().context("no pods")?.name.clone();
-        let termination = ctx.deployment.delete_pod(&victim).await?;
-        let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
-        tokio::time::sleep(termination_prestop(&ctx)).await; // the window under test
-        let report = opener.stop().await;
-        termination.wait(Duration::from_secs(60)).await?;
-        let last = report
-            .attempts
-            .iter()
-            .filter(|a| matches!(&a.outcome, probe::AttemptOutcome::Connected { pod: Some(p) } if *p == victim))
-            .map(|a| a.at_ms)
-            .fold(0.0_f64, f64::max);
-        ctx.figure("last_new_connection_to_terminating_pod", last, "ms");
-        ctx.key_figure(format!("last new connection at {last:.0} ms"));
-        Ok(if last > 2000.0 { "still-routed" } else { "stopped-within-2s" }.to_owned())
-    })
+    suite::run(
+        "publish_not_ready_addresses_keeps_terminating_pod_routable",
+        c,
+        spec,
+        |ctx| async move {
+            let victim = ctx.deployment.pods().await?.first().context("no pods")?.name.clone();
+            let termination = ctx.deployment.delete_pod(&victim).await?;
+            let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
+            tokio::time::sleep(termination_prestop(&ctx)).await; // the window under test
+            let report = opener.stop().await;
+            termination.wait(Duration::from_secs(60)).await?;
+            let last = report
+                .attempts
+                .iter()
+                .filter(|a| matches!(&a.outcome, probe::AttemptOutcome::Connected { pod: Some(p) } if *p == victim))
+                .map(|a| a.at_ms)
+                .fold(0.0_f64, f64::max);
+            ctx.figure("last_new_connection_to_terminating_pod", last, "ms");
+            ctx.key_figure(format!("last new connection at {last:.0} ms"));
+            Ok(if last > 2000.0 {
+                "still-routed"
+            } else {
+                "stopped-within-2s"
+            }
+            .to_owned())
+        },
+    )
     .await;
 }
 
@@ -762,30 +975,40 @@ async fn publish_not_ready_addresses_keeps_terminating_pod_routable(#[values(Con
 
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_active_connections(#[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller) {
-    suite::run("metrics_count_active_connections", c, IngressSpec::new(3), |ctx| async move {
-        let mut conns = Vec::new();
-        for _ in 0..5 {
-            conns.push(connect(&ctx, &ctx.probe("/ws")).await?);
-        }
-        // The gauge follows the connections; poll until it settles or the deadline passes.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut total = 0.0;
-        while Instant::now() < deadline {
-            total = 0.0;
-            for pod in ctx.deployment.pods().await? {
-                total += gauge(&ctx.deployment.pod_metrics(&pod.name).await?, "websocket_connections_active");
+async fn metrics_count_active_connections(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] c: Controller,
+) {
+    suite::run(
+        "metrics_count_active_connections",
+        c,
+        IngressSpec::new(3),
+        |ctx| async move {
+            let mut conns = Vec::new();
+            for _ in 0..5 {
+                conns.push(connect(&ctx, &ctx.probe("/ws")).await?);
             }
-            if total == 5.0 {
-                break;
+            // The gauge follows the connections; poll until it settles or the deadline passes.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut total = 0.0;
+            while Instant::now() < deadline {
+                total = 0.0;
+                for pod in ctx.deployment.pods().await? {
+                    total += gauge(
+                        &ctx.deployment.pod_metrics(&pod.name).await?,
+                        "websocket_connections_active",
+                    );
+                }
+                if total == 5.0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ctx.figure("websocket_connections_active", total, "connections");
-        ctx.key_figure(format!("sum = {total}"));
-        drop(conns);
-        Ok(format!("{total}"))
-    })
+            ctx.figure("websocket_connections_active", total, "connections");
+            ctx.key_figure(format!("sum = {total}"));
+            drop(conns);
+            Ok(format!("{total}"))
+        },
+    )
     .await;
 }
 

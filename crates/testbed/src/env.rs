@@ -198,6 +198,8 @@ pub trait Deployment: Send + Sync {
     fn controller(&self) -> Controller;
     fn spec(&self) -> &IngressSpec;
     fn endpoint(&self) -> &Endpoint;
+    /// The CA whose certificate the ingress serves when the spec asks for TLS.
+    fn tls_ca(&self) -> Option<&crate::tls::TestCa>;
     async fn versions(&self) -> Versions;
 
     /// Pods that exist now (ready or not), in name order.

@@ -56,17 +56,7 @@ pub struct TlsFiles {
     pub server_bundle: PathBuf,
 }
 
-/// Names the shared server certificate covers: the suite's hosts and loopback.
-pub const SHARED_HOSTS: &[&str] = &["echo.testbed.local", "*.testbed.local", "localhost", "127.0.0.1"];
-
 impl TestCa {
-    /// The process-wide testbed CA: environments terminate TLS with its server
-    /// certificate and the probe trusts it, so they must share one instance.
-    pub fn shared() -> &'static TestCa {
-        static SHARED: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
-        SHARED.get_or_init(|| TestCa::generate(SHARED_HOSTS).expect("generating the testbed CA"))
-    }
-
     /// A fresh CA and a server certificate for `hosts` (DNS names or IP literals).
     pub fn generate(hosts: &[&str]) -> Result<Self> {
         let gen_err = |what| move |source| TlsError::Generate { what, source };

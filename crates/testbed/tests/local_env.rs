@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use rstest::rstest;
 use testbed::env::{Deployment, Endpoint, TerminationRecord};
 use testbed::local::{LocalDeployment, LocalEnv};
-use testbed::spec::{Controller, Drain, IngressSpec, PodSettings};
+use testbed::spec::{Affinity, Controller, CookieAffinity, Drain, IngressSpec, PodSettings};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -224,5 +224,56 @@ async fn config_change_reloads_nginx_and_haproxy_only(
     );
     let (mut ws, _) = connect(d.endpoint()).await?;
     echo(&mut ws, "after the change").await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Knob {
+    TlsWithProxyProtocol,
+    CookieAffinity,
+    ClientIpAffinity,
+    IdleTimeout,
+    DrainLimit,
+}
+
+/// Deploying proves the real binary accepted the rendered configuration and
+/// routes to every pod (the harness dials with TLS and PROXY headers when asked).
+#[rstest]
+#[tokio::test]
+async fn every_knob_renders_a_config_the_data_plane_accepts(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Knob::TlsWithProxyProtocol,
+        Knob::CookieAffinity,
+        Knob::ClientIpAffinity,
+        Knob::IdleTimeout,
+        Knob::DrainLimit
+    )]
+    knob: Knob,
+) -> anyhow::Result<()> {
+    let spec = match knob {
+        Knob::TlsWithProxyProtocol => quick_spec().with_tls().with_proxy_protocol(),
+        Knob::CookieAffinity => quick_spec().with_affinity(Affinity::Cookie(CookieAffinity::default())),
+        Knob::ClientIpAffinity => quick_spec().with_affinity(Affinity::ClientIp),
+        Knob::IdleTimeout => quick_spec().with_idle_timeout(Duration::from_secs(3)),
+        Knob::DrainLimit => quick_spec().with_data_plane_drain_limit(Duration::from_secs(5)),
+    };
+    let d = deploy(controller, &spec).await?;
+    assert_eq!(d.pods().await?.len(), 3);
+    assert_eq!(d.test_ca().is_some(), spec.tls);
+    if let Knob::CookieAffinity = knob {
+        // The affinity cookie arrives on the 101 itself.
+        let tcp = TcpStream::connect(d.endpoint().addr).await?;
+        let (_ws, response) =
+            tokio_tungstenite::client_async(d.endpoint().ws_url("/ws"), MaybeTlsStream::Plain(tcp)).await?;
+        let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.to_str().is_ok_and(|c| c.starts_with("TESTBED_AFFINITY="))),
+            "{controller}: no affinity cookie on the 101: {:?}",
+            response.headers()
+        );
+    }
     Ok(())
 }

@@ -26,7 +26,9 @@ fn image_tag() -> String {
 
 #[tokio::test]
 async fn image_serves_echoes_as_non_root_and_closes_1001_on_docker_stop() -> anyhow::Result<()> {
-    let Some(docker) = docker_or_skip().await? else { return Ok(()) };
+    let Some(docker) = docker_or_skip().await? else {
+        return Ok(());
+    };
     let tag = image_tag();
     docker
         .inspect_image(&format!("{IMAGE}:{tag}"))
@@ -53,12 +55,25 @@ async fn image_serves_echoes_as_non_root_and_closes_1001_on_docker_stop() -> any
     let pid = inspect.state.and_then(|s| s.pid).context("container has no pid")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> String {
-        status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_owned()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(field("Uid:"), "65532", "the server process must run as uid 65532");
-    assert_eq!(field("CapEff:"), "0000000000000000", "the server process must hold no capabilities");
+    assert_eq!(
+        field("CapEff:"),
+        "0000000000000000",
+        "the server process must hold no capabilities"
+    );
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.context("upgrading /ws")?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .context("upgrading /ws")?;
     let hello = next_message(&mut ws).await?;
     let hello: serde_json::Value = serde_json::from_str(hello.to_text()?)?;
     assert_eq!(hello["type"], "hello");
@@ -70,7 +85,17 @@ async fn image_serves_echoes_as_non_root_and_closes_1001_on_docker_stop() -> any
     let stop = tokio::spawn({
         let id = container.id().to_owned();
         let docker = docker.clone();
-        async move { docker.stop_container(&id, Some(bollard::query_parameters::StopContainerOptions { t: Some(10), signal: None })).await }
+        async move {
+            docker
+                .stop_container(
+                    &id,
+                    Some(bollard::query_parameters::StopContainerOptions {
+                        t: Some(10),
+                        signal: None,
+                    }),
+                )
+                .await
+        }
     });
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(8), ws.next()).await {
@@ -81,10 +106,21 @@ async fn image_serves_echoes_as_non_root_and_closes_1001_on_docker_stop() -> any
         }
     };
     let elapsed = stop_started.elapsed();
-    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away), "docker stop must end with Close 1001");
-    assert!(elapsed >= Duration::from_millis(900), "close came before the 1 s shutdown grace: {elapsed:?}");
+    assert_eq!(
+        close.map(|f| f.code),
+        Some(CloseCode::Away),
+        "docker stop must end with Close 1001"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "close came before the 1 s shutdown grace: {elapsed:?}"
+    );
     stop.await??;
-    let exit = docker.inspect_container(container.id(), None).await?.state.and_then(|s| s.exit_code);
+    let exit = docker
+        .inspect_container(container.id(), None)
+        .await?
+        .state
+        .and_then(|s| s.exit_code);
     assert_eq!(exit, Some(0), "ws-echo must exit 0 after a graceful shutdown");
     Ok(())
 }
@@ -114,7 +150,7 @@ async fn wait_for_healthz(addr: &str, limit: Duration) -> anyhow::Result<()> {
     let mut last = String::new();
     while Instant::now() < deadline {
         match http_get(addr, "/healthz").await {
-            Ok(status) if status == 200 => return Ok(()),
+            Ok(200) => return Ok(()),
             Ok(status) => last = format!("status {status}"),
             Err(err) => last = err.to_string(),
         }
@@ -125,7 +161,9 @@ async fn wait_for_healthz(addr: &str, limit: Duration) -> anyhow::Result<()> {
 
 async fn http_get(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: contract\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: contract\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let head = String::from_utf8_lossy(&response);

@@ -29,6 +29,10 @@ pub struct Machine {
     pub pinning: String,
     /// The RLIMIT_NOFILE children ran with.
     pub nofile_limit: u64,
+    /// /proc/loadavg's 1, 5 and 15 minute figures when the run started: above the core count,
+    /// other work competed for the cores and absolute figures are low (ratios still hold better).
+    #[serde(default)]
+    pub load_average: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -356,6 +356,13 @@ pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::R
     Ok((out, share))
 }
 
+/// The 1, 5 and 15 minute load averages, e.g. "0.52 0.61 0.70".
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// CPU model, logical cores, kernel release.
 pub fn machine() -> (String, usize, String) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

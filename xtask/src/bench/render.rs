@@ -176,8 +176,8 @@ pub fn preamble(r: &BenchResult) -> [String; 2] {
     let s = &r.settings;
     [
         format!(
-            "Machine: {} · {} cores · Linux {} · {} · RLIMIT_NOFILE {}",
-            m.cpu_model, m.cores, m.kernel, m.pinning, m.nofile_limit
+            "Machine: {} · {} cores · Linux {} · {} · RLIMIT_NOFILE {} · load average at start {}",
+            m.cpu_model, m.cores, m.kernel, m.pinning, m.nofile_limit, m.load_average
         ),
         format!(
             "Medians of {} round(s){}. Round trips: {} connections × {}-byte binary messages, {:.0} s measured after {:.1} s warm-up. \
@@ -386,7 +386,7 @@ pub fn thousands(v: f64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -459,6 +459,7 @@ mod tests {
                 kernel: "6.1.0".into(),
                 pinning: "server on core 0, generator on core 1 (taskset)".into(),
                 nofile_limit: 20_000,
+                load_average: "0.10 0.20 0.30".into(),
             },
             settings: Settings {
                 rounds: 3,
@@ -529,6 +530,7 @@ mod tests {
                 "| nginx (nginx/1.31.3) | 100,000 | 50,000 | 0.50× | 500 | 900 | +400 | 2,000 | 3,600 | +1,600 |",
                 "| 50,000 | 19,700 | 19,690 | 10 | 8 | 4.2 | 10,000 → 110,000 | 5.1 | RLIMIT_NOFILE hard limit 20000 |",
                 "Test CPU <x86> · 2 cores · Linux 6.1.0",
+                "load average at start 0.10 0.20 0.30",
                 "- a <note>",
             ],
         );

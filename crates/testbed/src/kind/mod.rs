@@ -80,6 +80,8 @@ pub enum KindError {
     },
     #[error("YAML document {index} has no apiVersion/kind or name")]
     Incomplete { index: usize },
+    #[error("waiting for {what}: {detail}")]
+    Wait { what: String, detail: String },
     #[error("generating the testbed CA")]
     Tls(#[from] crate::tls::TlsError),
     #[error("writing failure dump to {path}")]
@@ -250,12 +252,23 @@ impl Environment for KindEnv {
             unrelated: AtomicU32::new(0),
             torn_down: AtomicBool::new(false),
         };
-        deployment.create_namespace().await?;
-        apply_settings(&self.client, controller, &objects.settings).await?;
-        deployment.apply(&objects).await?;
-        deployment.wait_rolled_out().await?;
-        deployment.wait_ready_endpoints(spec.pods as usize).await?;
-        deployment.wait_routed(&spec.host).await?;
+        let ready = async {
+            deployment.create_namespace().await?;
+            apply_settings(&self.client, controller, &objects.settings).await?;
+            deployment.apply(&objects).await?;
+            deployment.wait_rolled_out().await?;
+            deployment.wait_ready_endpoints(spec.pods as usize).await?;
+            deployment.wait_routed(&spec.host).await
+        };
+        if let Err(e) = ready.await {
+            // Dump before the handle's drop deletes the namespace.
+            let dir = dump_dir(deployment.namespace());
+            match deployment.dump(&dir).await {
+                Ok(()) => tracing::warn!(dump = %dir.display(), error = %e, "deploy failed"),
+                Err(dump_err) => tracing::warn!(error = %e, %dump_err, "deploy failed and dumping failed"),
+            }
+            return Err(e);
+        }
         Ok(Box::new(deployment))
     }
 }
@@ -305,20 +318,21 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
             .await
             .map_err(api_err("patching Traefik's static arguments"))?;
             let what = "Traefik to roll out with new static arguments";
-            within(
-                what,
-                WAIT,
-                await_condition(api, inst.workload, ops::deployment_rolled_out),
-            )
-            .await
-            .map_err(|e| KindError::Api {
-                what: e.to_string(),
-                source: kube::Error::LinesCodecMaxLineLengthExceeded,
-            })?
-            .map_err(|e| KindError::Api {
-                what: format!("waiting for {what}: {e}"),
-                source: kube::Error::LinesCodecMaxLineLengthExceeded,
-            })?;
+            match tokio::time::timeout(WAIT, await_condition(api, inst.workload, ops::deployment_rolled_out)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(KindError::Wait {
+                        what: what.to_owned(),
+                        detail: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(KindError::Wait {
+                        what: what.to_owned(),
+                        detail: format!("timed out after {WAIT:?}"),
+                    });
+                }
+            }
             Ok(())
         }
     }
@@ -603,6 +617,10 @@ fn dump_dir(namespace: &str) -> PathBuf {
 impl Deployment for KindDeployment {
     fn controller(&self) -> Controller {
         self.controller
+    }
+
+    fn tls_ca(&self) -> Option<&TestCa> {
+        self.spec.tls.then_some(&self.ca)
     }
 
     fn spec(&self) -> &IngressSpec {

@@ -293,10 +293,10 @@ impl DataPlane {
         };
         let start = Instant::now();
         loop {
-            if let Ok(r) = http::request(&probe, None, "GET", "/healthz", Duration::from_secs(2)).await {
-                if r.status != 404 {
-                    return Ok(());
-                }
+            if let Ok(r) = http::request(&probe, None, "GET", "/healthz", Duration::from_secs(2)).await
+                && r.status != 404
+            {
+                return Ok(());
             }
             if start.elapsed() > READY_TIMEOUT {
                 return Err(LocalError::NotReady {
@@ -442,10 +442,10 @@ fn slot_plan(current: &[Option<SocketAddr>], endpoints: &[SocketAddr], count: u3
         .map(|i| current.get(i).copied().flatten().filter(|a| endpoints.contains(a)))
         .collect();
     for ep in endpoints {
-        if !plan.contains(&Some(*ep)) {
-            if let Some(free) = plan.iter_mut().find(|s| s.is_none()) {
-                *free = Some(*ep);
-            }
+        if !plan.contains(&Some(*ep))
+            && let Some(free) = plan.iter_mut().find(|s| s.is_none())
+        {
+            *free = Some(*ep);
         }
     }
     plan

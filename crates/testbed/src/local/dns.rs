@@ -83,20 +83,21 @@ async fn serve(socket: UdpSocket, records: Arc<Mutex<Records>>, served: watch::S
         let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
+        tracing::trace!(%peer, "DNS query");
         let answer = {
             let r = records.lock().unwrap_or_else(|e| e.into_inner());
             answer(&buf[..len], &r).map(|bytes| (bytes, r.version))
         };
-        if let Some((bytes, version)) = answer {
-            if socket.send_to(&bytes, peer).await.is_ok() {
-                served.send_if_modified(|v| {
-                    let newer = version > *v;
-                    if newer {
-                        *v = version;
-                    }
-                    newer
-                });
-            }
+        if let Some((bytes, version)) = answer
+            && socket.send_to(&bytes, peer).await.is_ok()
+        {
+            served.send_if_modified(|v| {
+                let newer = version > *v;
+                if newer {
+                    *v = version;
+                }
+                newer
+            });
         }
     }
 }

@@ -504,11 +504,11 @@ impl Drop for LocalDeployment {
     fn drop(&mut self) {
         self.inner.kill_everything();
         let tempdir = self.inner.tempdir.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(tempdir) = tempdir {
-            if keep_requested() {
-                let path = tempdir.keep();
-                tracing::info!(dir = %path.display(), "TESTBED_KEEP: kept the deployment's files");
-            }
+        if let Some(tempdir) = tempdir
+            && keep_requested()
+        {
+            let path = tempdir.keep();
+            tracing::info!(dir = %path.display(), "TESTBED_KEEP: kept the deployment's files");
         }
     }
 }
@@ -517,6 +517,10 @@ impl Drop for LocalDeployment {
 impl Deployment for LocalDeployment {
     fn controller(&self) -> Controller {
         self.inner.controller
+    }
+
+    fn tls_ca(&self) -> Option<&TestCa> {
+        self.test_ca()
     }
 
     fn spec(&self) -> &IngressSpec {

@@ -68,10 +68,10 @@ impl PodProcess {
                     log_tail: log_tail(&log, 20),
                 });
             }
-            if let Ok(r) = http::request(&target, None, "GET", "/readyz", Duration::from_secs(1)).await {
-                if r.status == 200 {
-                    break;
-                }
+            if let Ok(r) = http::request(&target, None, "GET", "/readyz", Duration::from_secs(1)).await
+                && r.status == 200
+            {
+                break;
             }
             if start.elapsed() > READY_TIMEOUT {
                 return Err(LocalError::NotReady {

@@ -12,6 +12,8 @@ pub(crate) async fn send(socket: &Path, command: &str) -> io::Result<String> {
     let exchange = async {
         let mut stream = UnixStream::connect(socket).await?;
         stream.write_all(format!("{command}\n").as_bytes()).await?;
+        // Half-close, as socat does: the master CLI answers and closes only then.
+        stream.shutdown().await?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await?;
         Ok::<_, io::Error>(answer)

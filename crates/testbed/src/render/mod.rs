@@ -50,17 +50,19 @@ pub fn check(controller: Controller, spec: &IngressSpec) -> Result<(), Unsupport
             }
         }
     }
-    if let Affinity::Cookie(cookie) = &spec.affinity {
-        if cookie.name.is_empty()
-            || !cookie
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return unsupported("affinity.cookie.name", "cookie names must be non-empty [A-Za-z0-9_-]");
-        }
+    if let Affinity::Cookie(cookie) = &spec.affinity
+        && !valid_cookie_name(&cookie.name)
+    {
+        return unsupported("affinity.cookie.name", "cookie names must be non-empty [A-Za-z0-9_-]");
     }
     Ok(())
+}
+
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Like [`check`], plus what only exists inside Kubernetes.

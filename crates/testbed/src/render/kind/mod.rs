@@ -820,7 +820,7 @@ pub fn helm_values(controller: Controller) -> serde_json::Value {
                 "ingressClassResource": {"name": class, "enabled": true, "default": false},
                 "daemonset": {
                     "useHostPort": true,
-                    "hostPorts": {"http": inst.http_port, "https": inst.https_port, "stat": 31024},
+                    "hostPorts": {"http": inst.http_port, "https": inst.https_port, "stat": 38024},
                 },
                 "service": {"enabled": false},
                 "nodeSelector": node_selector,

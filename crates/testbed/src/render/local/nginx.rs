@@ -5,7 +5,7 @@
 //! nginx (no Lua in the pinned build) gets the same property from an upstream
 //! with a shared `zone` and `server <service name> resolve`, answered by the
 //! harness's DNS responder. Cookie affinity (Lua in ingress-nginx) is
-//! emulated with a consistent hash over the cookie value, and the cookie is
+//! emulated with a hash over the cookie value, and the cookie is
 //! set on the first response (the 101 too, hence `always`).
 
 use std::fmt::Write as _;
@@ -129,7 +129,11 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
     let _ = writeln!(w, "    upstream {upstream} {{");
     let _ = writeln!(w, "        zone {upstream} 256k;");
     if let Some(key) = &key {
-        let _ = writeln!(w, "        hash {key} consistent;");
+        // ingress-nginx hashes consistently in Lua. nginx's own `consistent`
+        // ring is built from server *names*, and every peer resolved from one
+        // `resolve` name shares it, so the ring could not tell pods apart.
+        // Plain `hash` picks by peer and pins the same while endpoints are stable.
+        let _ = writeln!(w, "        hash {key};");
     }
     match &ctx.backends.resolver {
         Some(r) => {
@@ -289,7 +293,7 @@ mod tests {
             &render_ok(&spec, &context()),
             &[
                 "map $cookie_SESSION $affinity_key",
-                "hash $affinity_key consistent;",
+                "hash $affinity_key;",
                 "\"SESSION=$request_id; Path=/; HttpOnly; Max-Age=600\"",
                 "add_header Set-Cookie $affinity_set_cookie always;",
             ],
@@ -299,7 +303,7 @@ mod tests {
     #[test]
     fn client_ip_affinity_hashes_remote_addr() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
-        check(&render_ok(&spec, &context()), &["hash $remote_addr consistent;"]);
+        check(&render_ok(&spec, &context()), &["hash $remote_addr;"]);
     }
 
     #[test]
