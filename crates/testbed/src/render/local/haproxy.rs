@@ -124,7 +124,6 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     let _ = writeln!(w, "{bind}");
     let _ = writeln!(w, "  mode http");
     let _ = writeln!(w, "  option forwardfor");
-    let _ = writeln!(w, "  http-request set-header X-Real-IP %[src]");
     let _ = writeln!(w, "  http-request set-var(txn.host) req.hdr(host),field(1,:),lower");
     let mut routes = vec![(spec.host.as_str(), spec.path.as_str())];
     routes.extend(ctx.extra_routes.iter().map(|r| (r.host.as_str(), r.path.as_str())));
