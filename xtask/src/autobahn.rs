@@ -86,6 +86,24 @@ pub struct Autobahn {
 }
 
 impl Autobahn {
+    /// Cases 1–10 compared with the expected results: the conformance step of `cargo xtask test`.
+    pub fn conformance() -> Self {
+        Autobahn {
+            cases: Vec::new(),
+            update: false,
+        }
+    }
+
+    /// Whether a Python 2 interpreter for the Autobahn TestSuite is here.
+    pub fn python_available() -> bool {
+        std::process::Command::new(python2())
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
         let wstest = ensure_venv(root).context("installing the Autobahn TestSuite")?;
         let sh = Shell::new()?;

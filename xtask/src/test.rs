@@ -3,13 +3,15 @@
 //! Steps: pinned tools (proxies, Python venv), the ws-echo binary the local
 //! environment spawns, the container image when a Docker engine answers, then
 //! `cargo nextest run --workspace`, then a check that no process the run
-//! started is still alive.
+//! started is still alive, then the Autobahn conformance run (when Python 2.7
+//! is here; `TESTBED_REQUIRE_AUTOBAHN=1` makes its absence an error).
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
+use crate::autobahn::Autobahn;
 use crate::{image, leaks, tools};
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +22,9 @@ pub struct Test {
     /// Skip building the container image even when Docker answers.
     #[arg(long)]
     no_image: bool,
+    /// Skip the Autobahn TestSuite conformance run.
+    #[arg(long)]
+    no_autobahn: bool,
     /// Extra arguments for `cargo nextest run` (a filter, `--no-capture`, ...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     nextest_args: Vec<String>,
@@ -67,6 +72,21 @@ impl Test {
             bail!("the test run left processes behind:\n{}", leaks::describe(&leaked));
         }
         println!("xtask: no ws-echo, nginx, haproxy or traefik process left behind");
+
+        // Protocol conformance: the Autobahn TestSuite is Python 2 only.
+        if self.no_autobahn {
+            println!("xtask: skipping the Autobahn conformance run (--no-autobahn)");
+        } else if Autobahn::python_available() {
+            Autobahn::conformance().run(root).context("Autobahn conformance")?;
+        } else if std::env::var("TESTBED_REQUIRE_AUTOBAHN").as_deref() == Ok("1") {
+            bail!("TESTBED_REQUIRE_AUTOBAHN=1 but no Python 2.7 for the Autobahn TestSuite (set AUTOBAHN_PYTHON)");
+        } else {
+            println!("xtask: SKIPPED Autobahn conformance: no Python 2.7 here (set AUTOBAHN_PYTHON)");
+        }
+        let leaked = leaks::processes_under(&root.join("target"));
+        if !leaked.is_empty() {
+            bail!("the Autobahn run left processes behind:\n{}", leaks::describe(&leaked));
+        }
         Ok(())
     }
 }

@@ -58,7 +58,7 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
             match report.get(&behaviour, c) {
                 None => out.push_str("<td>—</td>"),
                 Some(r) => {
-                    let caveat = if r.caveat.is_some() {
+                    let caveat = if r.shown_caveat().is_some() {
                         " <span class=\"caveat\" title=\"caveat\">⚠</span>"
                     } else {
                         ""
@@ -104,7 +104,7 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
             if let Some(err) = &r.error {
                 let _ = write!(out, "<tr><th>error</th><td>{}</td></tr>", esc(err));
             }
-            if let Some(caveat) = &r.caveat {
+            if let Some(caveat) = r.shown_caveat() {
                 let _ = write!(
                     out,
                     "<tr><th>caveat</th><td class=\"caveat\">{} Knob: <code>{}</code></td></tr>",

@@ -28,7 +28,7 @@ pub fn matrix(report: &Report) -> String {
                         Outcome::Fail => "**FAIL**",
                         Outcome::Skip => "skip",
                     };
-                    let caveat = if r.caveat.is_some() { " ⚠" } else { "" };
+                    let caveat = if r.shown_caveat().is_some() { " ⚠" } else { "" };
                     match &r.key_figure {
                         Some(fig) => format!("{mark}{caveat} · {}", escape(fig)),
                         None => format!("{mark}{caveat}"),
@@ -78,7 +78,7 @@ pub fn render(report: &Report) -> String {
     let caveats: Vec<_> = report
         .results
         .iter()
-        .filter_map(|r| r.caveat.as_ref().map(|c| (r, c)))
+        .filter_map(|r| r.shown_caveat().map(|c| (r, c)))
         .collect();
     if !caveats.is_empty() {
         let _ = writeln!(out, "\n## Caveats\n");

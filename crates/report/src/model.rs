@@ -120,6 +120,11 @@ pub struct BehaviourResult {
 }
 
 impl BehaviourResult {
+    /// The caveat, when it applies: a skipped behaviour was not observed, so it has none.
+    pub fn shown_caveat(&self) -> Option<&Caveat> {
+        self.caveat.as_ref().filter(|_| self.outcome != Outcome::Skip)
+    }
+
     /// File name of this result inside the results directory.
     pub fn file_name(&self) -> String {
         format!("{}--{}.json", self.behaviour, self.controller)

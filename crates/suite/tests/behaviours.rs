@@ -689,9 +689,14 @@ async fn rolling_update_has_no_failed_handshakes(
     suite::run("rolling_update_has_no_failed_handshakes", c, spec, |ctx| async move {
         let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
         ctx.marker("rollout restart");
+        let started = Instant::now();
         ctx.deployment.rollout_restart().await?;
+        let rollout = started.elapsed();
         ctx.marker("rollout done");
+        // Keep opening for a second after the rollout: the new pods must serve too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let report = opener.stop().await;
+        ctx.figure("rollout_duration", rollout.as_secs_f64(), "s");
         for (i, attempt) in report
             .attempts
             .iter()
