@@ -119,7 +119,7 @@ impl E2e {
 }
 
 /// The nextest filterset: the suite's tests for the chosen controllers and behaviours.
-fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
+pub(crate) fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
     // rstest names the cases `<behaviour>::c_<n>_Controller__<Name>`.
     let by_controller = controllers
         .iter()

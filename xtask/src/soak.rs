@@ -44,7 +44,7 @@ impl Soak {
         } else {
             self.controllers.clone()
         };
-        let filter = filterset(&controllers, self.filter.as_deref());
+        let filter = crate::e2e::filterset(&controllers, self.filter.as_deref());
         let soak_dir = root.join("target/testbed/soak");
         if soak_dir.exists() {
             fs::remove_dir_all(&soak_dir).with_context(|| format!("clearing {}", soak_dir.display()))?;
@@ -239,25 +239,6 @@ pub fn markdown(summary: &Summary) -> String {
     out
 }
 
-/// The nextest filterset for the chosen controllers and behaviours (the same selection `cargo xtask e2e` makes).
-fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
-    // rstest names the cases `<behaviour>::c_<n>_Controller__<Name>`.
-    let by_controller = controllers
-        .iter()
-        .map(|c| {
-            let mut name = c.clone();
-            name[..1].make_ascii_uppercase();
-            format!("test(/Controller__{name}$/)")
-        })
-        .collect::<Vec<_>>()
-        .join(" | ");
-    let mut filter = format!("binary(behaviours) & ({by_controller})");
-    if let Some(pattern) = behaviour {
-        filter.push_str(&format!(" & test(/{pattern}/)"));
-    }
-    filter
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,13 +352,5 @@ mod tests {
         let flaky = md.find("| flaky | nginx | 2 | 1 | 1 | 0 | 0 | 50.0% | 2 |").expect(&md);
         let ok = md.find("| ok | nginx | 2 | 2 | 0 | 0 | 0 | 0.0% |").expect(&md);
         assert!(flaky < ok);
-    }
-
-    #[test]
-    fn filterset_selects_controllers_and_behaviours() {
-        assert_eq!(
-            filterset(&["traefik".into()], Some("drain")),
-            "binary(behaviours) & (test(/Controller__Traefik$/)) & test(/drain/)"
-        );
     }
 }

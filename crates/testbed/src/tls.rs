@@ -108,13 +108,7 @@ impl TestCa {
         roots
             .add(rustls::pki_types::CertificateDer::from(self.ca_der.clone()))
             .map_err(TlsError::ClientConfig)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::ClientConfig)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+        client_config_trusting(roots)
     }
 }
 
@@ -137,6 +131,10 @@ pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
             reason: "no certificate found".into(),
         });
     }
+    client_config_trusting(roots)
+}
+
+fn client_config_trusting(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
