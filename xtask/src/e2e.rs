@@ -67,6 +67,10 @@ impl E2e {
             )?),
         };
 
+        if cluster.is_some() && !self.keep {
+            delete_cluster_on_interrupt(root);
+        }
+
         let results = root.join("target/testbed/results").join(self.env.name());
         if results.exists() {
             std::fs::remove_dir_all(&results).with_context(|| format!("clearing {}", results.display()))?;
@@ -116,6 +120,29 @@ impl E2e {
         );
         Ok(())
     }
+}
+
+/// Ctrl-C (or SIGTERM) in the middle of a kind run deletes the cluster before
+/// exiting, as the end of a completed run does; `--keep` skips this.
+fn delete_cluster_on_interrupt(root: &Path) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let root = root.to_owned();
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("xtask: cannot watch for Ctrl-C ({err}); an interrupted run may leave the cluster");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("xtask: interrupted; deleting the kind cluster (use --keep to keep it)");
+            if let Err(err) = crate::kind::down(&root) {
+                eprintln!("xtask: deleting the cluster failed: {err:#}");
+            }
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// The nextest filterset: the suite's tests for the chosen controllers and behaviours.

@@ -479,8 +479,16 @@ pub fn execute(root: &Path, steps: &[Step]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&layout.tools_bin).with_context(|| format!("creating {}", layout.tools_bin.display()))?;
     let sh = Shell::new()?;
     let total = steps.len();
+    // A progress bar on a terminal (indicatif hides it elsewhere); the step lines stay for logs.
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     for (n, step) in steps.iter().enumerate() {
-        eprintln!("[{}/{total}] {step}", n + 1);
+        bar.set_position(n as u64);
+        bar.set_message(step.to_string());
+        bar.suspend(|| eprintln!("[{}/{total}] {step}", n + 1));
         match step {
             Step::CheckDocker => check_docker()?,
             Step::EnsureTool { name, pin, dest } => ensure_tool(&sh, &layout, name, pin, dest)?,
@@ -515,9 +523,10 @@ pub fn execute(root: &Path, steps: &[Step]) -> anyhow::Result<()> {
                 crate::image::build(root, tag).with_context(|| format!("building image {tag}"))?;
             }
             Step::Run { what, argv } => run_argv(&sh, argv).with_context(|| what.clone())?,
-            Step::Print(text) => println!("{text}"),
+            Step::Print(text) => bar.suspend(|| println!("{text}")),
         }
     }
+    bar.finish_and_clear();
     Ok(())
 }
 

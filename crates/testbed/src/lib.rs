@@ -3,6 +3,7 @@
 //! Read [`spec`] first (what a test asks of the ingress), then [`env`] (what
 //! an environment can do), then [`probe`] (how tests talk WebSocket).
 
+mod cleanup;
 pub mod env;
 pub mod kind;
 pub mod load;

@@ -1,4 +1,6 @@
-//! The `testbed` CLI: `testbed load rtt|idle|churn` drives the load generator.
+//! The `testbed` CLI: `testbed load rtt|idle|churn` drives the load generator;
+//! `testbed local-up` holds a local deployment (a data plane in front of ws-echo
+//! pods) until interrupted, for debugging by hand.
 //!
 //! Results go to stdout (JSON with `--json`, a short table otherwise); the live
 //! progress line goes to stderr. `--workers` sizes the tokio runtime (default 1,
@@ -25,6 +27,20 @@ struct Cli {
 enum Command {
     /// Generate WebSocket load against a server or an ingress.
     Load(LoadCmd),
+    /// Deploy ws-echo pods behind a local data plane and hold them until Ctrl-C.
+    LocalUp(LocalUpCmd),
+}
+
+#[derive(Debug, Args)]
+struct LocalUpCmd {
+    /// nginx, traefik or haproxy.
+    #[arg(long, default_value = "nginx")]
+    controller: testbed::Controller,
+    #[arg(long, default_value_t = 2)]
+    pods: u32,
+    /// Panic this long after the deployment is up (shows that a failing run cleans up).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    panic_after: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +138,45 @@ fn main() -> Result<()> {
                 .context("building the tokio runtime")?;
             runtime.block_on(run_load(cmd))
         }
+        Command::LocalUp(cmd) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?;
+            runtime.block_on(local_up(cmd))
+        }
     }
+}
+
+/// Prints one JSON line describing the deployment, then holds it. Interrupting
+/// the process (SIGINT, SIGTERM) goes through the harness's own cleanup.
+async fn local_up(cmd: LocalUpCmd) -> Result<()> {
+    let env = testbed::local::LocalEnv::new()?;
+    let deployment = env
+        .deploy_local(cmd.controller, &testbed::IngressSpec::new(cmd.pods))
+        .await
+        .with_context(|| format!("deploying {} pods behind {}", cmd.pods, cmd.controller))?;
+    let endpoint = testbed::Deployment::endpoint(&deployment);
+    let pods = testbed::Deployment::pods(&deployment).await?;
+    let processes = deployment.data_plane_processes();
+    let line = serde_json::json!({
+        "controller": cmd.controller,
+        "url": endpoint.ws_url("/ws"),
+        "dial": endpoint.addr,
+        "runtime_dir": deployment.runtime_dir(),
+        "data_plane": { "main": processes.main, "workers": processes.workers },
+        "pods": pods.iter().map(|p| serde_json::json!({ "name": p.name, "addr": p.addr })).collect::<Vec<_>>(),
+    });
+    println!("{line}");
+    eprintln!("holding; Ctrl-C tears everything down");
+    match cmd.panic_after {
+        Some(after) => {
+            tokio::time::sleep(after).await;
+            panic!("--panic-after {after:?} elapsed (a failing run must clean up too)");
+        }
+        None => std::future::pending::<()>().await,
+    }
+    Ok(())
 }
 
 async fn run_load(cmd: LoadCmd) -> Result<()> {

@@ -43,6 +43,8 @@ pub(crate) struct DataPlane {
     slots: Mutex<Vec<Option<SocketAddr>>>,
     /// Traefik only: generation of the dynamic configuration last written.
     generation: Mutex<u64>,
+    /// Killed by [`crate::cleanup`] if the harness is interrupted.
+    cleanup: Option<crate::cleanup::Registration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -97,6 +99,7 @@ impl DataPlane {
             dns,
             slots: Mutex::new(endpoints.iter().copied().map(Some).collect()),
             generation: Mutex::new(1),
+            cleanup: None,
         };
         dp.write_config(spec, endpoints, &[])?;
         let mut cmd = Command::new(binary);
@@ -134,6 +137,7 @@ impl DataPlane {
             source,
         })?;
         dp.pid = child.id().unwrap_or_default();
+        dp.cleanup = Some(crate::cleanup::process_group(dp.pid));
         *lock(&dp.child) = Some(child);
         dp.wait_listening(target.addr).await?;
         if controller == Controller::Haproxy {

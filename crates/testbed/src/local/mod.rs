@@ -143,6 +143,8 @@ struct Inner {
     spec: IngressSpec,
     dir: PathBuf,
     tempdir: Mutex<Option<tempfile::TempDir>>,
+    /// Removed by [`crate::cleanup`] if the harness is interrupted.
+    _tempdir_cleanup: crate::cleanup::Registration,
     ca: Option<TestCa>,
     ws_echo: PathBuf,
     /// Port every pod listens on, each on its own 127.0.1.N.
@@ -277,7 +279,7 @@ impl Inner {
     /// Starts Kubernetes' termination sequence for `name`. The receiver
     /// fires once the pod left the data plane's endpoints.
     fn start_termination(self: &Arc<Self>, name: &str) -> Result<(Termination, oneshot::Receiver<()>)> {
-        let (mut child, pid, addr) = {
+        let (mut child, cleanup, pid, addr) = {
             let mut s = self.state();
             let pod = s
                 .pods
@@ -290,7 +292,7 @@ impl Inner {
                 .child
                 .take()
                 .ok_or_else(|| LocalError::NoSuchPod { pod: name.to_owned() })?;
-            (child, pod.pid, pod.addr)
+            (child, pod.cleanup.take(), pod.pid, pod.addr)
         };
         let (done_tx, done_rx) = oneshot::channel();
         let (removed_tx, removed_rx) = oneshot::channel();
@@ -299,6 +301,8 @@ impl Inner {
         let name = name.to_owned();
         let grace = self.spec.drain.termination_grace;
         let task = tokio::spawn(async move {
+            // Registered until this task ends with the pod gone (or is aborted and drops the child).
+            let _cleanup = cleanup;
             let started = SystemTime::now();
             let deadline = tokio::time::Instant::now() + grace;
             let mut record = TerminationRecord {
@@ -445,6 +449,7 @@ impl LocalDeployment {
         let inner = Arc::new(Inner {
             controller,
             spec: spec.clone(),
+            _tempdir_cleanup: crate::cleanup::dir(dir.clone()),
             dir,
             tempdir: Mutex::new(Some(tempdir)),
             ca,

@@ -21,6 +21,8 @@ pub(crate) struct PodProcess {
     /// The data plane routes to it.
     pub in_endpoints: bool,
     pub terminating: bool,
+    /// Killed by [`crate::cleanup`] if the harness is interrupted; travels with `child`.
+    pub cleanup: Option<crate::cleanup::Registration>,
 }
 
 impl PodProcess {
@@ -58,6 +60,7 @@ impl PodProcess {
             source,
         })?;
         let pid = child.id().unwrap_or_default();
+        let cleanup = Some(crate::cleanup::process(pid));
         let start = Instant::now();
         let target = Target::direct(addr);
         loop {
@@ -90,6 +93,7 @@ impl PodProcess {
             pid,
             in_endpoints: false,
             terminating: false,
+            cleanup,
         })
     }
 }
