@@ -114,6 +114,16 @@ impl E2e {
             crate::kind::down(root)?;
         }
         suite.context("some behaviours deviate from their expectation (see the matrix above)")?;
+        // kind is the only profile with retries; a pass on retry still fails the run.
+        let junit = root.join("target/nextest").join(profile).join("junit.xml");
+        let flaky = std::fs::read_to_string(&junit)
+            .map(|xml| flaky_tests(&xml))
+            .unwrap_or_default();
+        anyhow::ensure!(
+            flaky.is_empty(),
+            "flaky passes (failed, then passed on retry): {}",
+            flaky.join(", ")
+        );
         anyhow::ensure!(
             collected.count(::report::Outcome::Fail) == 0,
             "some behaviours deviate from their expectation"
@@ -145,6 +155,20 @@ fn delete_cluster_on_interrupt(root: &Path) {
     });
 }
 
+/// Test cases JUnit reports with a `<flakyFailure>` (nextest's record of a failed try before a pass).
+fn flaky_tests(junit: &str) -> Vec<String> {
+    junit
+        .split("<testcase ")
+        .skip(1)
+        .filter(|case| {
+            case.split("</testcase>")
+                .next()
+                .is_some_and(|body| body.contains("<flakyFailure"))
+        })
+        .filter_map(|case| case.split("name=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
 /// The nextest filterset: the suite's tests for the chosen controllers and behaviours.
 pub(crate) fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
     // rstest names the cases `<behaviour>::c_<n>_Controller__<Name>`.
@@ -167,6 +191,13 @@ pub(crate) fn filterset(controllers: &[String], behaviour: Option<&str>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flaky_passes_are_found_in_junit() {
+        let xml = r#"<testsuite><testcase name="a::c_1_Controller__Nginx" classname="suite"><flakyFailure message="x"/></testcase><testcase name="b::c_2_Controller__Traefik" classname="suite"></testcase></testsuite>"#;
+        assert_eq!(flaky_tests(xml), vec!["a::c_1_Controller__Nginx".to_owned()]);
+        assert!(flaky_tests("<testsuite></testsuite>").is_empty());
+    }
 
     #[test]
     fn filterset_selects_controllers_and_behaviours() {
