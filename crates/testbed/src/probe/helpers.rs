@@ -441,18 +441,9 @@ async fn one_attempt(opts: &ProbeOptions, at_ms: f64) -> Attempt {
             };
             let timeline = match e {
                 ProbeError::Connect { timeline, .. } => *timeline,
-                _ => Timeline {
-                    url: opts.url.to_string(),
-                    dialed: opts.addr,
-                    local: None,
-                    started_unix_ms: 0.0,
-                    tcp_connected_ms: None,
-                    tls_done_ms: None,
-                    handshake: None,
-                    hello: None,
-                    events: Vec::new(),
-                    end: None,
-                },
+                // No timeline was recorded (the dial itself failed): one that starts at the
+                // failure keeps the report's lane on the time axis.
+                _ => Timeline::starting_now(opts.url.to_string(), opts.addr),
             };
             Attempt {
                 at_ms,

@@ -218,26 +218,33 @@ pub(crate) struct Recorder {
     pub(crate) timeline: Timeline,
 }
 
-impl Recorder {
-    pub(crate) fn new(url: String, dialed: SocketAddr) -> Self {
+impl Timeline {
+    /// An empty timeline whose dial starts now.
+    pub(crate) fn starting_now(url: String, dialed: SocketAddr) -> Self {
         let started_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or_default();
+        Timeline {
+            url,
+            dialed,
+            local: None,
+            started_unix_ms,
+            tcp_connected_ms: None,
+            tls_done_ms: None,
+            handshake: None,
+            hello: None,
+            events: Vec::new(),
+            end: None,
+        }
+    }
+}
+
+impl Recorder {
+    pub(crate) fn new(url: String, dialed: SocketAddr) -> Self {
         Recorder {
             start: Instant::now(),
-            timeline: Timeline {
-                url,
-                dialed,
-                local: None,
-                started_unix_ms,
-                tcp_connected_ms: None,
-                tls_done_ms: None,
-                handshake: None,
-                hello: None,
-                events: Vec::new(),
-                end: None,
-            },
+            timeline: Timeline::starting_now(url, dialed),
         }
     }
 
