@@ -6,10 +6,11 @@
 //!    msgs/s and p99 (100 connections × 64-byte round trips), KiB RSS per idle connection,
 //!    handshakes/s (50 concurrent loops), as ratios to the tokio-tungstenite anchor;
 //! 2. ws-echo behind nginx, HAProxy and Traefik (`bench-dataplane`): added p50/p99 and throughput ratio;
-//! 3. how many idle connections ws-echo holds, and its RSS.
+//! 3. how many idle connections ws-echo holds at once, and its RSS (`capacity`).
 //!
 //! Writes target/testbed/bench/{bench.json, bench.md, bench-latency.svg, bench.fragment.html}.
 
+mod capacity;
 mod model;
 mod procs;
 mod render;
@@ -290,7 +291,9 @@ impl Run<'_> {
             );
         }
         let (rtt, server_cpu) = with_cpu(server.pid, || self.generate::<RttOut>(&server, &url, 1, &rtt_args(s)))?;
-        let churn: ChurnOut = self.generate(&server, &url, s.source_addresses, &churn_args(s))?;
+        let (churn, churn_server_cpu) = with_cpu(server.pid, || {
+            self.generate::<ChurnOut>(&server, &url, s.source_addresses, &churn_args(s))
+        })?;
         Ok(EchoRound {
             msgs_per_sec: rtt.msgs_per_sec,
             latency: rtt.latency.into(),
@@ -299,6 +302,8 @@ impl Run<'_> {
             handshakes_per_sec: churn.handshakes_per_sec,
             generator_cpu_percent: rtt.generator_cpu_percent,
             server_cpu_percent: server_cpu,
+            churn_generator_cpu_percent: churn.generator_cpu_percent,
+            churn_server_cpu_percent: churn_server_cpu,
         })
     }
 
@@ -375,58 +380,9 @@ impl Run<'_> {
         Ok(ProxyFigures::new(controller, info.data_plane, rounds))
     }
 
-    /// Part 3: as many idle connections as the target (and the file-descriptor limit) allow.
+    /// Part 3: as many idle connections as the target asks, spread over processes as RLIMIT_NOFILE requires.
     fn capacity(&self) -> anyhow::Result<Capacity> {
-        let s = self.settings;
-        let fd_cap = usize::try_from(self.launcher.nofile)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(FD_MARGIN);
-        let attempted = s.capacity_target.min(fd_cap);
-        // Each source address has its own ephemeral port range (~28k ports by default).
-        let sources = s
-            .source_addresses
-            .max(u32::try_from(attempted / 20_000 + 1).unwrap_or(u32::MAX));
-        let args = strings(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--max-connections",
-            &(attempted + FD_MARGIN).to_string(),
-        ]);
-        let env = [("RUST_LOG", "warn,ws_echo::server=info".to_owned())];
-        eprintln!("bench: capacity: {attempted} idle connections over {sources} source addresses");
-        let server = self
-            .launcher
-            .server("ws-echo-capacity", &self.paths.ws_echo, &args, &env, &self.paths.logs)?;
-        let url = format!("ws://{}/ws?hello=false", server.addr()?);
-        let hold = if s.quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(5)
-        };
-        let idle: IdleOut = self.generate(&server, &url, sources, &idle_args(attempted, hold, Some(server.pid)))?;
-        let limited_by = if attempted < s.capacity_target {
-            Some(format!(
-                "RLIMIT_NOFILE {} (server and generator each need one descriptor per connection)",
-                self.launcher.nofile
-            ))
-        } else {
-            idle.last_error.clone()
-        };
-        Ok(Capacity {
-            target: s.capacity_target,
-            attempted,
-            connected: idle.connected,
-            held: idle.open_at_end,
-            failed: idle.failed,
-            source_addresses: idle.source_addresses,
-            ramp_s: idle.ramp_s,
-            server_rss_before_kib: idle.server_rss_before_kib,
-            server_rss_after_kib: idle.server_rss_after_kib,
-            kib_per_connection: idle.server_kib_per_connection,
-            limited_by,
-        })
+        capacity::run(self.launcher, self.paths, self.settings)
     }
 }
 
@@ -536,20 +492,15 @@ impl From<PercentilesOut> for Latency {
 #[derive(Debug, Deserialize)]
 struct IdleOut {
     requested: usize,
-    connected: u64,
-    failed: u64,
     open_at_end: u64,
-    source_addresses: u64,
-    ramp_s: f64,
     last_error: Option<String>,
-    server_rss_before_kib: Option<u64>,
-    server_rss_after_kib: Option<u64>,
     server_kib_per_connection: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChurnOut {
     handshakes_per_sec: f64,
+    generator_cpu_percent: Option<f64>,
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use testbed::load::{self, ChurnConfig, IdleConfig, Ramp, RttConfig, Target};
+use futures_util::{SinkExt, StreamExt};
+use testbed::load::{self, ChurnConfig, IdleConfig, LoadError, Ramp, RttConfig, Target};
 use testbed::probe::ProbeOptions;
+use testbed::tls::TestCa;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
 
 async fn target(path: &str) -> Result<(ws_echo::Running, Target)> {
     let config = ws_echo::Config {
@@ -126,5 +131,123 @@ async fn churn_mode_counts_handshakes_per_second() -> Result<()> {
     assert!(result.handshakes > 4 && result.failures == 0, "{result:?}");
     assert_eq!(result.handshake_latency.count, result.handshakes);
     assert!(result.handshakes_per_sec > 0.0);
+    Ok(())
+}
+
+fn short_rtt(connections: usize) -> RttConfig {
+    RttConfig {
+        connections,
+        duration: Duration::from_millis(300),
+        warmup: Duration::ZERO,
+        ..RttConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn rtt_mode_answers_pings_and_skips_ticks_between_echoes() -> Result<()> {
+    let config = ws_echo::Config {
+        listen: "127.0.0.1:0".parse()?,
+        tick_interval: Duration::from_millis(10),
+        ping_interval: Duration::from_millis(10),
+        shutdown_grace: Duration::from_millis(50),
+        ..ws_echo::Config::default()
+    };
+    let pod = ws_echo::spawn(config).await?;
+    let addr = pod.local_addr();
+    let target = Target::new(ProbeOptions::new(addr, &format!("ws://{addr}/ws"))?);
+    let result = load::run_rtt(&target, short_rtt(3)).await?;
+    assert!(result.messages > 10 && result.ended_early == 0, "{result:?}");
+    Ok(())
+}
+
+/// A server that echoes every binary message with its first byte changed.
+async fn tampering_server() -> Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(Message::Binary(data))) = ws.next().await {
+                    let mut wrong = data.to_vec();
+                    wrong[0] ^= 0xff;
+                    if ws.send(Message::binary(wrong)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn rtt_mode_ends_connections_whose_echo_comes_back_wrong() -> Result<()> {
+    let addr = tampering_server().await?;
+    let target = Target::new(ProbeOptions::new(addr, &format!("ws://{addr}/ws"))?.expect_hello(false));
+    let result = load::run_rtt(&target, short_rtt(2)).await?;
+    assert_eq!(
+        (result.connected, result.ended_early, result.messages),
+        (2, 2, 0),
+        "{result:?}"
+    );
+    let error = result.last_error.context("the run must say why connections ended")?;
+    assert!(error.contains("different bytes"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rtt_mode_reports_a_refused_upgrade_with_its_status() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let target = Target::new(ProbeOptions::new(addr, &format!("ws://{addr}/ws"))?.expect_hello(false));
+    let err = load::run_rtt(&target, short_rtt(2))
+        .await
+        .err()
+        .context("no connection can open")?;
+    assert!(matches!(&err, LoadError::NoConnections { failed: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("upgrade answered 503"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rtt_mode_runs_over_tls() -> Result<()> {
+    let ca = TestCa::generate(&["echo.test"])?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_binary() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("wss://echo.test:{}/ws", addr.port());
+    let opts = ProbeOptions::new(addr, &url)?
+        .expect_hello(false)
+        .tls(ca.client_config()?);
+    let result = load::run_rtt(&Target::new(opts), short_rtt(2)).await?;
+    assert!(result.messages > 10 && result.ended_early == 0, "{result:?}");
     Ok(())
 }

@@ -62,6 +62,12 @@ pub struct EchoRound {
     pub generator_cpu_percent: Option<f64>,
     /// The server's CPU over the whole rtt run, % of one core.
     pub server_cpu_percent: Option<f64>,
+    /// The generator's CPU over the handshake run, % of one core.
+    #[serde(default)]
+    pub churn_generator_cpu_percent: Option<f64>,
+    /// The server's CPU over the handshake run, % of one core.
+    #[serde(default)]
+    pub churn_server_cpu_percent: Option<f64>,
 }
 
 /// Latency percentiles in µs.
@@ -132,6 +138,8 @@ impl EchoRound {
             handshakes_per_sec: m(|r| r.handshakes_per_sec),
             generator_cpu_percent: mo(|r| r.generator_cpu_percent),
             server_cpu_percent: mo(|r| r.server_cpu_percent),
+            churn_generator_cpu_percent: mo(|r| r.churn_generator_cpu_percent),
+            churn_server_cpu_percent: mo(|r| r.churn_server_cpu_percent),
         }
     }
 }
@@ -222,12 +230,21 @@ impl ProxyFigures {
 pub struct Capacity {
     /// What the run aimed at (the flag).
     pub target: usize,
-    /// What it tried after the file-descriptor limit.
+    /// Connections dialled, over all server processes.
     pub attempted: usize,
     pub connected: u64,
-    /// Open at the end of the hold: the figure.
+    /// The most open at once, by the servers' own count: the figure.
     pub held: u64,
+    /// Open at the end of the generators' holds, by their count.
+    #[serde(default)]
+    pub generator_open_at_end: Option<u64>,
     pub failed: u64,
+    /// ws-echo processes the connections were spread over (one unless RLIMIT_NOFILE forced more).
+    #[serde(default = "one")]
+    pub server_processes: usize,
+    /// Connections one process could take under RLIMIT_NOFILE.
+    #[serde(default)]
+    pub per_process_limit: Option<usize>,
     pub source_addresses: u64,
     pub ramp_s: f64,
     pub server_rss_before_kib: Option<u64>,
@@ -235,6 +252,10 @@ pub struct Capacity {
     pub kib_per_connection: Option<f64>,
     /// Why `attempted` is below `target`, or the last connection error.
     pub limited_by: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The median; the mean of the middle two for an even count; `None` when empty or not finite.
@@ -297,6 +318,8 @@ mod tests {
             handshakes_per_sec: hs,
             generator_cpu_percent: Some(50.0),
             server_cpu_percent: None,
+            churn_generator_cpu_percent: None,
+            churn_server_cpu_percent: None,
         }
     }
 

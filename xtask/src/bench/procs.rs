@@ -135,6 +135,59 @@ impl Launcher {
             )
         })
     }
+
+    /// Starts the load generator (on the generator core) without waiting for it.
+    pub fn spawn_generator(&self, testbed: &Path, args: &[String]) -> anyhow::Result<Generator> {
+        let mut cmd = Self::command(&self.generator_prefix, testbed, args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} {}", testbed.display(), args.join(" ")))?;
+        Ok(Generator {
+            child: Some(child),
+            args: args.join(" "),
+        })
+    }
+}
+
+/// A load generator running in the background: killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Generator {
+    child: Option<Child>,
+    args: String,
+}
+
+impl Generator {
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the generator and parses its JSON result.
+    pub fn finish<T: for<'de> Deserialize<'de>>(mut self) -> anyhow::Result<T> {
+        let child = self.child.take().context("the generator was already collected")?;
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for `testbed {}`", self.args))?;
+        if !out.status.success() {
+            bail!("`testbed {}` failed ({})", self.args, out.status);
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "parsing the JSON of `testbed {}`: {}",
+                self.args,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +407,15 @@ pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::R
         .filter(|_| wall > 0.0)
         .map(|(b, a)| a.saturating_sub(b) as f64 / 100.0 / wall * 100.0);
     Ok((out, share))
+}
+
+/// Resident set size of `pid` in KiB (VmRSS from /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The 1, 5 and 15 minute load averages, e.g. "0.52 0.61 0.70".

@@ -81,8 +81,6 @@ pub fn tables(r: &BenchResult) -> Vec<Table> {
                 ("×", true),
                 ("handshakes/s", true),
                 ("×", true),
-                ("generator CPU", true),
-                ("server CPU", true),
             ],
         );
         for s in &r.echo {
@@ -98,11 +96,30 @@ pub fn tables(r: &BenchResult) -> Vec<Table> {
                 times(x.kib_per_idle_connection),
                 thousands(m.handshakes_per_sec),
                 times(x.handshakes_per_sec),
-                percent(m.generator_cpu_percent),
-                percent(m.server_cpu_percent),
             ]);
         }
         out.push(t);
+        let mut busy = Table::new(
+            "Who was busy: CPU share of each side's core (100% = saturated)",
+            &[
+                ("echo server", false),
+                ("round trips: generator", true),
+                ("round trips: server", true),
+                ("handshakes: generator", true),
+                ("handshakes: server", true),
+            ],
+        );
+        for s in &r.echo {
+            let m = &s.median;
+            busy.rows.push(vec![
+                s.label.clone(),
+                percent(m.generator_cpu_percent),
+                percent(m.server_cpu_percent),
+                percent(m.churn_generator_cpu_percent),
+                percent(m.churn_server_cpu_percent),
+            ]);
+        }
+        out.push(busy);
     }
     if !r.proxies.is_empty() {
         let mut t = Table::new(
@@ -138,24 +155,29 @@ pub fn tables(r: &BenchResult) -> Vec<Table> {
     }
     if let Some(c) = &r.capacity {
         let mut t = Table::new(
-            "Capacity: idle connections ws-echo holds",
+            "Capacity: idle connections ws-echo holds at once",
             &[
                 ("target", false),
-                ("attempted", true),
-                ("held", true),
+                ("held at once", true),
                 ("failed", true),
+                ("ws-echo processes", true),
                 ("source addresses", true),
                 ("ramp s", true),
                 ("server RSS KiB", true),
                 ("KiB per connection", true),
-                ("limited by", false),
+                ("short of the target because", false),
             ],
         );
         t.rows.push(vec![
             thousands(c.target as f64),
-            thousands(c.attempted as f64),
             thousands(c.held as f64),
             thousands(c.failed as f64),
+            match c.per_process_limit {
+                Some(limit) if c.server_processes > 1 => {
+                    format!("{} (≤ {} each)", c.server_processes, thousands(limit as f64))
+                }
+                _ => c.server_processes.to_string(),
+            },
             c.source_addresses.to_string(),
             format!("{:.1}", c.ramp_s),
             match (c.server_rss_before_kib, c.server_rss_after_kib) {
@@ -447,6 +469,8 @@ mod tests {
             handshakes_per_sec: hs,
             generator_cpu_percent: Some(61.0),
             server_cpu_percent: Some(99.0),
+            churn_generator_cpu_percent: Some(98.0),
+            churn_server_cpu_percent: Some(70.0),
         }
     }
 
@@ -497,16 +521,19 @@ mod tests {
             )],
             capacity: Some(Capacity {
                 target: 50_000,
-                attempted: 19_700,
-                connected: 19_690,
-                held: 19_690,
+                attempted: 50_000,
+                connected: 49_990,
+                held: 49_990,
+                generator_open_at_end: Some(49_990),
                 failed: 10,
-                source_addresses: 8,
+                server_processes: 3,
+                per_process_limit: Some(19_744),
+                source_addresses: 9,
                 ramp_s: 4.2,
                 server_rss_before_kib: Some(10_000),
                 server_rss_after_kib: Some(110_000),
                 kib_per_connection: Some(5.1),
-                limited_by: Some("RLIMIT_NOFILE hard limit 20000".into()),
+                limited_by: None,
             }),
             notes: vec!["a <note>".into()],
         }
@@ -525,10 +552,11 @@ mod tests {
         check_contains(
             &md,
             &[
-                "| ws-echo | 130,000 | 1.30× | 1,000 | 0.80× | 5.5 | 0.04× | 15,000 | 0.94× | 61% | 99% |",
+                "| ws-echo | 130,000 | 1.30× | 1,000 | 0.80× | 5.5 | 0.04× | 15,000 | 0.94× |",
+                "| ws-echo | 61% | 99% | 98% | 70% |",
                 "| plain tokio-tungstenite \\| default | 100,000 | 1.00× |",
                 "| nginx (nginx/1.31.3) | 100,000 | 50,000 | 0.50× | 500 | 900 | +400 | 2,000 | 3,600 | +1,600 |",
-                "| 50,000 | 19,700 | 19,690 | 10 | 8 | 4.2 | 10,000 → 110,000 | 5.1 | RLIMIT_NOFILE hard limit 20000 |",
+                "| 50,000 | 49,990 | 10 | 3 (≤ 19,744 each) | 9 | 4.2 | 10,000 → 110,000 | 5.1 | - |",
                 "Test CPU <x86> · 2 cores · Linux 6.1.0",
                 "load average at start 0.10 0.20 0.30",
                 "- a <note>",
@@ -547,7 +575,7 @@ mod tests {
             &["Test CPU &lt;x86&gt;", "<li>a &lt;note&gt;</li>", "<svg ", "</svg>"],
         );
         assert!(!html.contains("<note>"));
-        assert_eq!(html.matches("<table>").count(), 3);
+        assert_eq!(html.matches("<table>").count(), 4);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! pods) until interrupted, for debugging by hand.
 //!
 //! Results go to stdout (JSON with `--json`, a short table otherwise); the live
-//! progress line goes to stderr. `--workers` sizes the tokio runtime (default 1,
-//! so the generator can be pinned to one core with `taskset`).
+//! progress line goes to stderr. `--workers` sizes the tokio runtime (default 1: a
+//! current-thread runtime, so the generator can be pinned to one core with `taskset`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -131,11 +131,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Load(cmd) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cmd.common.workers.max(1))
-                .enable_all()
-                .build()
-                .context("building the tokio runtime")?;
+            // One worker: a current-thread runtime, which skips the work-stealing
+            // scheduler's cross-thread bookkeeping on every wake-up.
+            let mut builder = match cmd.common.workers {
+                0 | 1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n);
+                    b
+                }
+            };
+            let runtime = builder.enable_all().build().context("building the tokio runtime")?;
             runtime.block_on(run_load(cmd))
         }
         Command::LocalUp(cmd) => {

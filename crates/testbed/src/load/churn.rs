@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::stats::{CpuClock, Percentiles, latency_histogram, record};
+use super::wire::WireSocket;
 use super::{Counters, LoadError, Progress, Result, Target};
-use crate::probe::connect_raw;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChurnConfig {
@@ -99,17 +98,12 @@ async fn churn_loop(
         let opts = target.options_for(i);
         i += stride;
         let started = Instant::now();
-        match tokio::time::timeout_at(deadline + Duration::from_secs(5), connect_raw(&opts)).await {
-            Ok(Ok((mut ws, _))) => {
+        match tokio::time::timeout_at(deadline + Duration::from_secs(5), WireSocket::connect(&opts)).await {
+            Ok(Ok(ws)) => {
                 record(&mut hist, started.elapsed())?;
                 counters.handshakes.fetch_add(1, Ordering::Relaxed);
-                // A clean close: our close frame, then read until the server's reply ends the stream.
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    if ws.close(None).await.is_ok() {
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                })
-                .await;
+                // A clean close: our close frame, then read until the server's reply.
+                ws.close(Duration::from_secs(2)).await;
             }
             Ok(Err(e)) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::{CpuClock, rss_kib};
+use super::wire::WireSocket;
 use super::{Counters, LoadError, Progress, Ramp, Result, Target, open_all};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -116,15 +115,12 @@ pub async fn run_idle(target: &Target, config: IdleConfig) -> Result<IdleResult>
     })
 }
 
-/// Reads (so pings are answered and ends are noticed) until the connection ends or stop.
-async fn hold(mut ws: tokio_tungstenite::WebSocketStream<crate::probe::ProbeStream>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            next = ws.next() => match next {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            }
-        }
+/// Holds the connection (answering pings) until told to stop, then closes it cleanly.
+async fn hold(mut ws: WireSocket, mut stop: watch::Receiver<bool>) {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if ws.hold(stopped).await.is_ok() {
+        ws.close(Duration::from_secs(2)).await;
     }
 }

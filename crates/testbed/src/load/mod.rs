@@ -1,14 +1,16 @@
 //! The load generator: closed-loop round trips, idle-connection capacity, handshake churn.
 //!
-//! Built on the probe's dialing ([`crate::probe::connect_raw`]) but without its
-//! timeline: one task per connection, shared payload buffers, per-task
-//! histograms merged at the end, so the generator is not the bottleneck.
+//! Built on the probe's dialing ([`crate::probe::dial`]) and upgrade request,
+//! framed by [`wire`] without the probe's timeline: one task per connection,
+//! no allocation per message, per-task histograms merged at the end, so the
+//! generator is not the bottleneck.
 //! Each mode returns a serializable result; `testbed load` prints it.
 
 pub mod churn;
 pub mod idle;
 pub mod rtt;
 pub mod stats;
+mod wire;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +43,13 @@ pub enum LoadError {
     NoConnections { failed: u64, last_error: String },
     #[error("the load configuration is invalid: {reason}")]
     Invalid { reason: String },
+    // Not a #[source]: callers record errors as one line.
+    #[error("the connection failed: {0}")]
+    Io(std::io::Error),
+    #[error("the server broke the WebSocket protocol: {reason}")]
+    Protocol { reason: String },
+    #[error("the server ended the connection (close code {code:?})")]
+    Closed { code: Option<u16> },
 }
 
 /// Where and how every connection dials; connection `i` binds `sources[i % len]`.
@@ -213,7 +222,7 @@ pub(crate) fn open_all<F, Fut, T>(
     per_conn: F,
 ) -> Opened<T>
 where
-    F: Fn(usize, tokio_tungstenite::WebSocketStream<crate::probe::ProbeStream>) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, wire::WireSocket) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
@@ -233,10 +242,10 @@ where
                 tokio::time::sleep_until(due).await;
             }
             let permit = pending.acquire_owned().await.ok();
-            let connected = crate::probe::connect_raw(&opts).await;
+            let connected = wire::WireSocket::connect(&opts).await;
             drop(permit);
             let ws = match connected {
-                Ok((ws, _response)) => {
+                Ok(ws) => {
                     counters.connected.fetch_add(1, Ordering::Relaxed);
                     attempted.add_permits(1);
                     ws

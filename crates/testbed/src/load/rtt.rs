@@ -4,13 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::stats::{CpuClock, Percentiles, latency_histogram, record};
+use super::wire::WireSocket;
 use super::{Counters, LoadError, Progress, Ramp, Result, Target, open_all};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,6 +54,8 @@ pub struct RttResult {
     pub latency: Percentiles,
     /// The generator's own CPU use over the measured window, % of one core.
     pub generator_cpu_percent: Option<f64>,
+    /// Why the last connection that ended early ended.
+    pub last_error: Option<String>,
 }
 
 const WARMUP: u8 = 0;
@@ -71,7 +71,7 @@ pub async fn run_rtt(target: &Target, config: RttConfig) -> Result<RttResult> {
     let counters = Arc::new(Counters::default());
     let _progress = Progress::start(config.progress, "rtt", counters.clone());
     let phase = Arc::new(AtomicU8::new(WARMUP));
-    let payload = Bytes::from(vec![b'x'; config.size]);
+    let payload: Arc<[u8]> = vec![b'x'; config.size].into();
     let task_phase = phase.clone();
     let task_counters = counters.clone();
     let mut opened = open_all(target, config.connections, config.ramp, &counters, move |_, ws| {
@@ -96,10 +96,12 @@ pub async fn run_rtt(target: &Target, config: RttConfig) -> Result<RttResult> {
     let generator_cpu_percent = cpu.percent();
 
     let mut merged = latency_histogram()?;
+    let mut last_error = None;
     let collect = async {
         while let Some(done) = opened.tasks.join_next().await {
-            if let Ok(Some(Ok(h))) = done {
+            if let Ok(Some(Ok((h, ended)))) = done {
                 let _ = merged.add(&h);
+                last_error = ended.or(last_error.take());
             }
         }
     };
@@ -120,34 +122,29 @@ pub async fn run_rtt(target: &Target, config: RttConfig) -> Result<RttResult> {
         msgs_per_sec: latency.count as f64 / duration_s,
         latency,
         generator_cpu_percent,
+        last_error,
     })
 }
 
-/// One connection's loop; returns its histogram of measured round trips.
+/// One connection's loop; returns its histogram of measured round trips and,
+/// if it ended before the run did, why.
 async fn round_trips(
-    mut ws: tokio_tungstenite::WebSocketStream<crate::probe::ProbeStream>,
-    payload: Bytes,
+    mut ws: WireSocket,
+    payload: Arc<[u8]>,
     phase: Arc<AtomicU8>,
     counters: Arc<Counters>,
-) -> Result<hdrhistogram::Histogram<u64>> {
+) -> Result<(hdrhistogram::Histogram<u64>, Option<String>)> {
     let mut hist = latency_histogram()?;
     let mut unreported = 0u64;
-    'run: loop {
+    loop {
         let now_phase = phase.load(Ordering::Relaxed);
         if now_phase == STOP {
             break;
         }
         let sent_at = Instant::now();
-        if ws.send(Message::Binary(payload.clone())).await.is_err() {
-            break;
-        }
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(_))) => break,
-                // hello, ticks, pings (answered by tungstenite), pongs
-                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break 'run,
-            }
+        if let Err(e) = ws.round_trip(&payload).await {
+            counters.messages.fetch_add(unreported, Ordering::Relaxed);
+            return Ok((hist, Some(e.to_string())));
         }
         if now_phase == MEASURE {
             record(&mut hist, sent_at.elapsed())?;
@@ -159,6 +156,6 @@ async fn round_trips(
         }
     }
     counters.messages.fetch_add(unreported, Ordering::Relaxed);
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-    Ok(hist)
+    ws.close(Duration::from_secs(1)).await;
+    Ok((hist, None))
 }
