@@ -301,9 +301,12 @@ impl Run<'_> {
             idle_open: idle.open_at_end,
             handshakes_per_sec: churn.handshakes_per_sec,
             generator_cpu_percent: rtt.generator_cpu_percent,
-            server_cpu_percent: server_cpu,
+            server_cpu_percent: server_cpu.map(|c| c.percent),
             churn_generator_cpu_percent: churn.generator_cpu_percent,
-            churn_server_cpu_percent: churn_server_cpu,
+            churn_server_cpu_percent: churn_server_cpu.map(|c| c.percent),
+            server_cpu_us_per_handshake: churn_server_cpu
+                .filter(|_| churn.handshakes > 0)
+                .map(|c| c.seconds * 1e6 / churn.handshakes as f64),
         })
     }
 
@@ -499,6 +502,7 @@ struct IdleOut {
 
 #[derive(Debug, Deserialize)]
 struct ChurnOut {
+    handshakes: u64,
     handshakes_per_sec: f64,
     generator_cpu_percent: Option<f64>,
 }

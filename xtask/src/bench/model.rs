@@ -68,6 +68,10 @@ pub struct EchoRound {
     /// The server's CPU over the handshake run, % of one core.
     #[serde(default)]
     pub churn_server_cpu_percent: Option<f64>,
+    /// Server CPU time per completed handshake (upgrade and close), µs: what a
+    /// handshake costs the server even when the generator's core is the limit.
+    #[serde(default)]
+    pub server_cpu_us_per_handshake: Option<f64>,
 }
 
 /// Latency percentiles in µs.
@@ -140,6 +144,7 @@ impl EchoRound {
             server_cpu_percent: mo(|r| r.server_cpu_percent),
             churn_generator_cpu_percent: mo(|r| r.churn_generator_cpu_percent),
             churn_server_cpu_percent: mo(|r| r.churn_server_cpu_percent),
+            server_cpu_us_per_handshake: mo(|r| r.server_cpu_us_per_handshake),
         }
     }
 }
@@ -151,6 +156,7 @@ pub struct Ratios {
     pub p99: Option<f64>,
     pub kib_per_idle_connection: Option<f64>,
     pub handshakes_per_sec: Option<f64>,
+    pub server_cpu_per_handshake: Option<f64>,
 }
 
 impl Ratios {
@@ -163,6 +169,10 @@ impl Ratios {
                 .zip(base.kib_per_idle_connection)
                 .and_then(|(v, b)| ratio(v, b)),
             handshakes_per_sec: ratio(value.handshakes_per_sec, base.handshakes_per_sec),
+            server_cpu_per_handshake: value
+                .server_cpu_us_per_handshake
+                .zip(base.server_cpu_us_per_handshake)
+                .and_then(|(v, b)| ratio(v, b)),
         }
     }
 }
@@ -320,6 +330,7 @@ mod tests {
             server_cpu_percent: None,
             churn_generator_cpu_percent: None,
             churn_server_cpu_percent: None,
+            server_cpu_us_per_handshake: None,
         }
     }
 

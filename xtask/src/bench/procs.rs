@@ -397,16 +397,27 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Measures `pid`'s CPU share (% of one core) while `f` runs.
-pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Option<f64>)> {
+pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Option<CpuUse>)> {
     let before = cpu_ticks(pid);
     let start = Instant::now();
     let out = f()?;
     let wall = start.elapsed().as_secs_f64();
-    let share = before
-        .zip(cpu_ticks(pid))
-        .filter(|_| wall > 0.0)
-        .map(|(b, a)| a.saturating_sub(b) as f64 / 100.0 / wall * 100.0);
-    Ok((out, share))
+    let used = before.zip(cpu_ticks(pid)).filter(|_| wall > 0.0).map(|(b, a)| {
+        let seconds = a.saturating_sub(b) as f64 / 100.0;
+        CpuUse {
+            seconds,
+            percent: seconds / wall * 100.0,
+        }
+    });
+    Ok((out, used))
+}
+
+/// CPU a process used while something ran.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuUse {
+    pub seconds: f64,
+    /// Of one core, over the wall time.
+    pub percent: f64,
 }
 
 /// Resident set size of `pid` in KiB (VmRSS from /proc/<pid>/status).

@@ -107,6 +107,8 @@ pub fn tables(r: &BenchResult) -> Vec<Table> {
                 ("round trips: server", true),
                 ("handshakes: generator", true),
                 ("handshakes: server", true),
+                ("server CPU µs per handshake", true),
+                ("×", true),
             ],
         );
         for s in &r.echo {
@@ -117,13 +119,16 @@ pub fn tables(r: &BenchResult) -> Vec<Table> {
                 percent(m.server_cpu_percent),
                 percent(m.churn_generator_cpu_percent),
                 percent(m.churn_server_cpu_percent),
+                m.server_cpu_us_per_handshake
+                    .map_or("-".into(), |us| format!("{us:.1}")),
+                times(Ratios::of(m, &base.median).server_cpu_per_handshake),
             ]);
         }
         out.push(busy);
     }
     if !r.proxies.is_empty() {
         let mut t = Table::new(
-            "ws-echo behind each data plane (vs. the same pod dialed directly)",
+            "ws-echo behind each data plane (vs. the same pod dialed directly; data plane and pod share the server core)",
             &[
                 ("data plane", false),
                 ("msgs/s direct", true),
@@ -471,6 +476,7 @@ mod tests {
             server_cpu_percent: Some(99.0),
             churn_generator_cpu_percent: Some(98.0),
             churn_server_cpu_percent: Some(70.0),
+            server_cpu_us_per_handshake: Some(45.0),
         }
     }
 
@@ -553,7 +559,7 @@ mod tests {
             &md,
             &[
                 "| ws-echo | 130,000 | 1.30× | 1,000 | 0.80× | 5.5 | 0.04× | 15,000 | 0.94× |",
-                "| ws-echo | 61% | 99% | 98% | 70% |",
+                "| ws-echo | 61% | 99% | 98% | 70% | 45.0 |",
                 "| plain tokio-tungstenite \\| default | 100,000 | 1.00× |",
                 "| nginx (nginx/1.31.3) | 100,000 | 50,000 | 0.50× | 500 | 900 | +400 | 2,000 | 3,600 | +1,600 |",
                 "| 50,000 | 49,990 | 10 | 3 (≤ 19,744 each) | 9 | 4.2 | 10,000 → 110,000 | 5.1 | - |",
