@@ -250,7 +250,10 @@ impl Run<'_> {
             for (spec, out) in specs.iter().zip(&mut rounds) {
                 eprintln!("bench: round {round}/{}: {}", self.settings.rounds, spec.name);
                 match self.echo_round(spec) {
-                    Ok(r) => out.push(r),
+                    Ok((r, note)) => {
+                        out.push(r);
+                        notes.extend(note.map(|n| format!("{} round {round}: {n}", spec.name)));
+                    }
                     Err(e) => {
                         let note = format!("{} round {round} failed: {e:#}", spec.name);
                         eprintln!("bench: {note}");
@@ -267,7 +270,8 @@ impl Run<'_> {
             .collect())
     }
 
-    fn echo_round(&self, spec: &EchoSpec) -> anyhow::Result<EchoRound> {
+    /// One round of one server; the note says what the reader must know about it.
+    fn echo_round(&self, spec: &EchoSpec) -> anyhow::Result<(EchoRound, Option<String>)> {
         let s = self.settings;
         let server = self
             .launcher
@@ -281,20 +285,22 @@ impl Run<'_> {
             s.source_addresses,
             &idle_args(s.idle_connections, hold(s), Some(server.pid)),
         )?;
-        if idle.open_at_end < idle.requested as u64 {
-            eprintln!(
-                "bench: {}: only {}/{} idle connections held (last error: {})",
-                spec.name,
+        let note = (idle.open_at_end < idle.requested as u64).then(|| {
+            format!(
+                "only {}/{} idle connections held, so KiB per idle connection is over those (last error: {})",
                 idle.open_at_end,
                 idle.requested,
                 idle.last_error.as_deref().unwrap_or("-")
-            );
+            )
+        });
+        if let Some(n) = &note {
+            eprintln!("bench: {}: {n}", spec.name);
         }
         let (rtt, server_cpu) = with_cpu(server.pid, || self.generate::<RttOut>(&server, &url, 1, &rtt_args(s)))?;
         let (churn, churn_server_cpu) = with_cpu(server.pid, || {
             self.generate::<ChurnOut>(&server, &url, s.source_addresses, &churn_args(s))
         })?;
-        Ok(EchoRound {
+        let round = EchoRound {
             msgs_per_sec: rtt.msgs_per_sec,
             latency: rtt.latency.into(),
             kib_per_idle_connection: idle.server_kib_per_connection,
@@ -307,7 +313,8 @@ impl Run<'_> {
             server_cpu_us_per_handshake: churn_server_cpu
                 .filter(|_| churn.handshakes > 0)
                 .map(|c| c.seconds * 1e6 / churn.handshakes as f64),
-        })
+        };
+        Ok((round, note))
     }
 
     fn generate<T: for<'de> Deserialize<'de>>(
