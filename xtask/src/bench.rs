@@ -46,6 +46,10 @@ pub struct Bench {
     /// Idle connections the capacity run aims at (default 50,000).
     #[arg(long)]
     capacity: Option<usize>,
+    /// At most this many connections per ws-echo process in the capacity run
+    /// (default: as many as RLIMIT_NOFILE allows), like spreading them over pods.
+    #[arg(long)]
+    capacity_per_process: Option<usize>,
     /// Client source addresses (127.0.3.1, 127.0.3.2, …) idle and churn runs spread over.
     #[arg(long, default_value_t = 8)]
     sources: u32,
@@ -58,6 +62,9 @@ pub struct Bench {
     /// Use the release binaries already built.
     #[arg(long)]
     no_build: bool,
+    /// Where the results go (default target/testbed/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Round trips use 100 connections × 64-byte messages; handshakes 50 concurrent loops (issue 6).
@@ -81,8 +88,55 @@ struct Paths {
 
 impl Bench {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
+        let (result, out) = self.measure(root)?;
+        println!("{}", render::markdown(&result));
+        println!(
+            "bench: wrote {}/bench.{{json,md,fragment.html}} and bench-latency.svg",
+            out.display()
+        );
+        Ok(())
+    }
+
+    /// A seconds-long run of every part, which `cargo xtask test` makes so the
+    /// bench cannot rot: each part must produce its figures.
+    pub fn smoke(root: &Path) -> anyhow::Result<()> {
+        let bench = Bench {
+            quick: true,
+            rounds: Some(1),
+            duration: Some(1.0),
+            warmup: Some(0.2),
+            idle_connections: Some(300),
+            capacity: Some(1_000),
+            capacity_per_process: Some(400),
+            sources: 2,
+            skip_proxies: false,
+            skip_capacity: false,
+            no_build: false,
+            out: Some(root.join("target/testbed/bench-smoke")),
+        };
+        let (result, out) = bench.measure(root)?;
+        let missing = smoke_gaps(&result);
+        anyhow::ensure!(
+            missing.is_empty(),
+            "the bench smoke run lacks figures ({}); its notes: {}; see {}/bench.md",
+            missing.join("; "),
+            result.notes.join("; "),
+            out.display()
+        );
+        println!(
+            "xtask: bench smoke run: {} echo servers, {} data planes, {} idle connections held; {}",
+            result.echo.len(),
+            result.proxies.len(),
+            result.capacity.as_ref().map_or(0, |c| c.held),
+            out.display()
+        );
+        Ok(())
+    }
+
+    /// Runs every part; returns the result and the directory it was written to.
+    fn measure(self, root: &Path) -> anyhow::Result<(BenchResult, PathBuf)> {
         let settings = self.settings();
-        let paths = Paths::new(root);
+        let paths = Paths::new(root, self.out.clone());
         crate::tools::ensure(root).context("installing the data planes and the Python venv")?;
         if !self.no_build {
             let sh = Shell::new()?;
@@ -134,12 +188,7 @@ impl Bench {
             }
         }
         write_outputs(&paths.out, &result)?;
-        println!("{}", render::markdown(&result));
-        println!(
-            "bench: wrote {}/bench.{{json,md,fragment.html}} and bench-latency.svg",
-            paths.out.display()
-        );
-        Ok(())
+        Ok((result, paths.out))
     }
 
     fn settings(&self) -> Settings {
@@ -154,16 +203,17 @@ impl Bench {
             churn_concurrency: CHURN_CONCURRENCY,
             source_addresses: self.sources.max(1),
             capacity_target: self.capacity.unwrap_or(if q { 5_000 } else { 50_000 }),
+            capacity_per_process: self.capacity_per_process.filter(|n| *n > 0),
             quick: q,
         }
     }
 }
 
 impl Paths {
-    fn new(root: &Path) -> Self {
+    fn new(root: &Path, out: Option<PathBuf>) -> Self {
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let release = target.join("release");
-        let out = target.join("testbed/bench");
+        let out = out.unwrap_or_else(|| target.join("testbed/bench"));
         Paths {
             ws_echo: release.join("ws-echo"),
             testbed: release.join("testbed"),
@@ -514,6 +564,40 @@ struct ChurnOut {
     generator_cpu_percent: Option<f64>,
 }
 
+/// What a run that completed should have measured and did not.
+fn smoke_gaps(r: &BenchResult) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for name in ["ws-echo", "tokio-tungstenite", "python-websockets"] {
+        match r.echo.iter().find(|e| e.name == name) {
+            None => gaps.push(format!("no figures for {name}")),
+            Some(e) => {
+                let m = &e.median;
+                if !(m.msgs_per_sec > 0.0 && m.handshakes_per_sec > 0.0 && m.kib_per_idle_connection.is_some()) {
+                    gaps.push(format!("{name}: {m:?}"));
+                }
+            }
+        }
+    }
+    for controller in ["nginx", "haproxy", "traefik"] {
+        if !r
+            .proxies
+            .iter()
+            .any(|p| p.controller == controller && p.proxied_msgs_per_sec > 0.0)
+        {
+            gaps.push(format!("no proxied round trips through {controller}"));
+        }
+    }
+    match &r.capacity {
+        Some(c) if c.held == c.target as u64 => {}
+        Some(c) => gaps.push(format!(
+            "capacity held {} of {} over {} process(es)",
+            c.held, c.target, c.server_processes
+        )),
+        None => gaps.push("no capacity figures".to_owned()),
+    }
+    gaps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,10 +611,12 @@ mod tests {
             warmup: None,
             idle_connections: None,
             capacity: None,
+            capacity_per_process: None,
             sources: 8,
             skip_proxies: false,
             skip_capacity: false,
             no_build: false,
+            out: None,
         }
         .settings();
         assert_eq!(s.rounds, 1);

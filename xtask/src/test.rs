@@ -4,7 +4,8 @@
 //! environment spawns, the container image when a Docker engine answers, then
 //! `cargo nextest run --workspace`, then a check that no process the run
 //! started is still alive, then the Autobahn conformance run (when Python 2.7
-//! is here; `TESTBED_REQUIRE_AUTOBAHN=1` makes its absence an error).
+//! is here; `TESTBED_REQUIRE_AUTOBAHN=1` makes its absence an error), then a
+//! seconds-long `cargo xtask bench` of every part, checked for its figures.
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
 use crate::autobahn::Autobahn;
+use crate::bench::Bench;
 use crate::{image, leaks, tools};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +27,9 @@ pub struct Test {
     /// Skip the Autobahn TestSuite conformance run.
     #[arg(long)]
     no_autobahn: bool,
+    /// Skip the bench smoke run (release build plus a few seconds of every bench part).
+    #[arg(long)]
+    no_bench: bool,
     /// Extra arguments for `cargo nextest run` (a filter, `--no-capture`, ...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     nextest_args: Vec<String>,
@@ -86,6 +91,19 @@ impl Test {
         let leaked = leaks::processes_under(&root.join("target"));
         if !leaked.is_empty() {
             bail!("the Autobahn run left processes behind:\n{}", leaks::describe(&leaked));
+        }
+
+        if self.no_bench {
+            println!("xtask: skipping the bench smoke run (--no-bench)");
+        } else {
+            Bench::smoke(root).context("the bench smoke run")?;
+            let leaked = leaks::processes_under(&root.join("target"));
+            if !leaked.is_empty() {
+                bail!(
+                    "the bench smoke run left processes behind:\n{}",
+                    leaks::describe(&leaked)
+                );
+            }
         }
         Ok(())
     }

@@ -49,6 +49,7 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
     let per_process = usize::try_from(launcher.nofile)
         .unwrap_or(usize::MAX)
         .saturating_sub(FD_MARGIN)
+        .min(s.capacity_per_process.unwrap_or(usize::MAX))
         .max(1);
     let shares = shares(s.capacity_target, per_process);
     let hold = if s.quick {

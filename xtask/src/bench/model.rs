@@ -46,6 +46,9 @@ pub struct Settings {
     pub churn_concurrency: usize,
     pub source_addresses: u32,
     pub capacity_target: usize,
+    /// `--capacity-per-process`: a cap below what RLIMIT_NOFILE allows.
+    #[serde(default)]
+    pub capacity_per_process: Option<usize>,
     pub quick: bool,
 }
 

@@ -501,6 +501,7 @@ mod tests {
                 churn_concurrency: 50,
                 source_addresses: 8,
                 capacity_target: 50_000,
+                capacity_per_process: None,
                 quick: false,
             },
             echo: vec![
