@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
+
 async fn target(path: &str) -> Result<(ws_echo::Running, Target)> {
     let config = ws_echo::Config {
         listen: "127.0.0.1:0".parse()?,
@@ -224,25 +226,7 @@ async fn rtt_mode_reports_a_refused_upgrade_with_its_status() -> Result<()> {
 #[tokio::test]
 async fn rtt_mode_runs_over_tls() -> Result<()> {
     let ca = TestCa::generate(&["echo.test"])?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_binary() && ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = support::tls_echo_server(&ca).await?;
     let url = format!("wss://echo.test:{}/ws", addr.port());
     let opts = ProbeOptions::new(addr, &url)?
         .expect_hello(false)

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use testbed::probe::{
     self, AttemptOutcome, Backoff, ConnectStage, Direction, End, EventKind, Incoming, ProbeError, ProbeOptions, Side,
     connect,
@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+mod support;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -224,25 +226,7 @@ async fn proxy_header_bytes_precede_the_upgrade_exactly() -> Result<()> {
 #[tokio::test]
 async fn wss_works_against_a_rustls_server_with_the_testbed_ca() -> Result<()> {
     let ca = TestCa::generate(&["echo.test"])?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        let _ = ws.send(msg).await;
-                    }
-                }
-            });
-        }
-    });
+    let addr = support::tls_echo_server(&ca).await?;
     let url = format!("wss://echo.test:{}/ws", addr.port());
     let trusted = ProbeOptions::new(addr, &url)?
         .expect_hello(false)
