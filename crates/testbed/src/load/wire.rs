@@ -8,6 +8,7 @@
 //! 101 is lost), then frames by hand: one reused write buffer, one read
 //! buffer, a fresh mask per frame, no allocation per message.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +32,8 @@ const READ_BUFFER: usize = 2048;
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// A frame announcing more than this is refused rather than buffered.
 const MAX_FRAME: u64 = 64 * 1024 * 1024;
+/// The longest server frame header: 2 bytes and a 64-bit length (servers do not mask).
+const MAX_HEADER: usize = 10;
 
 /// An upgraded connection, framed by hand.
 #[derive(Debug)]
@@ -121,9 +124,8 @@ impl WireSocket {
     pub(crate) async fn round_trip(&mut self, payload: &[u8]) -> Result<()> {
         self.send(OP_BINARY, payload).await?;
         loop {
-            let (fin, opcode, header_len, len) = self.next_frame().await?;
-            let body = self.start + header_len..self.start + header_len + len;
-            self.start = body.end;
+            let Frame { fin, opcode, body } = self.next_frame().await?;
+            let len = body.len();
             let done = match opcode {
                 OP_TEXT | OP_BINARY if self.partial.is_some() => {
                     return Err(protocol("a new data frame arrived inside a fragmented message"));
@@ -171,21 +173,19 @@ impl WireSocket {
         tokio::pin!(stop);
         loop {
             // `next_frame` is cancel-safe: bytes are kept as soon as a read returns.
-            let (_, opcode, header_len, len) = tokio::select! {
+            let frame = tokio::select! {
                 () = &mut stop => return Ok(()),
                 frame = self.next_frame() => frame?,
             };
-            let body = self.start + header_len..self.start + header_len + len;
-            self.start = body.end;
-            if opcode >= OP_CLOSE {
-                self.control(opcode, body).await?;
+            if frame.opcode >= OP_CLOSE {
+                self.control(frame.opcode, frame.body).await?;
             }
         }
     }
 
     /// Answers a ping, ignores a pong, on a close echoes its code and ends;
     /// refuses opcodes the protocol does not define.
-    async fn control(&mut self, opcode: u8, body: std::ops::Range<usize>) -> Result<()> {
+    async fn control(&mut self, opcode: u8, body: Range<usize>) -> Result<()> {
         match opcode {
             OP_PING => {
                 let mask = self.masks.next();
@@ -210,9 +210,7 @@ impl WireSocket {
         let _ = tokio::time::timeout(within, async {
             self.send(OP_CLOSE, &1000u16.to_be_bytes()).await?;
             loop {
-                let (_, opcode, header_len, len) = self.next_frame().await?;
-                self.start += header_len + len;
-                if opcode == OP_CLOSE {
+                if self.next_frame().await?.opcode == OP_CLOSE {
                     return Ok::<_, LoadError>(());
                 }
             }
@@ -232,18 +230,22 @@ impl WireSocket {
         self.stream.flush().await.map_err(LoadError::Io)
     }
 
-    /// Reads until a whole frame is buffered at `rbuf[start..]`; returns (fin, opcode, header length, payload length).
-    async fn next_frame(&mut self) -> Result<(bool, u8, usize, usize)> {
+    /// Reads until a whole frame is buffered, then consumes it: its payload
+    /// stays at `rbuf[frame.body]` until the next call.
+    async fn next_frame(&mut self) -> Result<Frame> {
         loop {
-            if let Some(header) = parse_header(&self.rbuf[self.start..self.end])? {
-                let (_, _, header_len, len) = header;
-                let total = header_len + len;
-                if self.end - self.start >= total {
-                    return Ok(header);
+            match parse_header(&self.rbuf[self.start..self.end])? {
+                Some(h) if self.end - self.start >= h.header_len + h.len => {
+                    let body = self.start + h.header_len..self.start + h.header_len + h.len;
+                    self.start = body.end;
+                    return Ok(Frame {
+                        fin: h.fin,
+                        opcode: h.opcode,
+                        body,
+                    });
                 }
-                self.make_room(total);
-            } else {
-                self.make_room(14);
+                Some(h) => self.make_room(h.header_len + h.len),
+                None => self.make_room(MAX_HEADER),
             }
             let n = self
                 .stream
@@ -321,8 +323,25 @@ fn check_upgrade_response(head: &[u8], key: &[u8]) -> std::result::Result<(), St
     Ok(())
 }
 
-/// Parses a server frame's header from the front of `buf`: (fin, opcode, header length, payload length).
-fn parse_header(buf: &[u8]) -> Result<Option<(bool, u8, usize, usize)>> {
+/// A frame header: flags and sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    header_len: usize,
+    len: usize,
+}
+
+/// A whole frame, consumed from the read buffer; its payload is `rbuf[body]`.
+#[derive(Debug)]
+struct Frame {
+    fin: bool,
+    opcode: u8,
+    body: Range<usize>,
+}
+
+/// Parses a server frame's header from the front of `buf`; `None` until all of it is there.
+fn parse_header(buf: &[u8]) -> Result<Option<Header>> {
     let [b0, b1, rest @ ..] = buf else {
         return Ok(None);
     };
@@ -350,7 +369,12 @@ fn parse_header(buf: &[u8]) -> Result<Option<(bool, u8, usize, usize)>> {
     if opcode >= 0x8 && (len > 125 || b0 & 0x80 == 0) {
         return Err(protocol("a control frame was fragmented or longer than 125 bytes"));
     }
-    Ok(Some((b0 & 0x80 != 0, opcode, 2 + ext, len as usize)))
+    Ok(Some(Header {
+        fin: b0 & 0x80 != 0,
+        opcode,
+        header_len: 2 + ext,
+        len: len as usize,
+    }))
 }
 
 /// Writes one masked, final client frame into `out` (cleared first).
@@ -426,18 +450,24 @@ mod tests {
         }
     }
 
+    fn header(fin: bool, header_len: usize, len: usize) -> Header {
+        Header {
+            fin,
+            opcode: OP_BINARY,
+            header_len,
+            len,
+        }
+    }
+
     #[test]
     fn headers_parse_only_once_complete() {
         assert!(parse_header(&[0x82]).unwrap().is_none());
-        assert_eq!(parse_header(&[0x82, 5]).unwrap(), Some((true, OP_BINARY, 2, 5)));
+        assert_eq!(parse_header(&[0x82, 5]).unwrap(), Some(header(true, 2, 5)));
         assert!(parse_header(&[0x02, 126, 1]).unwrap().is_none());
-        assert_eq!(
-            parse_header(&[0x02, 126, 1, 0]).unwrap(),
-            Some((false, OP_BINARY, 4, 256))
-        );
+        assert_eq!(parse_header(&[0x02, 126, 1, 0]).unwrap(), Some(header(false, 4, 256)));
         let mut long = vec![0x82, 127];
         long.extend_from_slice(&70_000u64.to_be_bytes());
-        assert_eq!(parse_header(&long).unwrap(), Some((true, OP_BINARY, 10, 70_000)));
+        assert_eq!(parse_header(&long).unwrap(), Some(header(true, 10, 70_000)));
     }
 
     #[test]
