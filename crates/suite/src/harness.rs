@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use report::model::{Caveat, Marker};
 use report::{BehaviourResult, Figure, Lane, Outcome};
-use testbed::env::{EnvError, EnvKind, Versions};
+use testbed::env::{EnvError, EnvKind, TerminationRecord, Versions};
 use testbed::probe::{ProbeOptions, Timeline};
 use testbed::{Controller, Deployment, IngressSpec};
 
@@ -89,6 +89,32 @@ impl Ctx {
             at_ms,
             label: label.into(),
         });
+    }
+
+    /// Marks each recorded step of a pod's termination at the instant it happened.
+    pub fn termination(&self, record: &TerminationRecord) {
+        let pod = &record.pod;
+        let gone = match &record.exit_status {
+            Some(status) => format!("{pod} gone ({status})"),
+            None => format!("{pod} gone"),
+        };
+        let steps = [
+            (record.endpoint_removed, format!("{pod} left the endpoints")),
+            (record.prestop_done, format!("{pod} preStop done")),
+            (record.sigterm, format!("{pod} SIGTERM")),
+            (record.sigkill, format!("{pod} SIGKILL")),
+            (record.exited, gone),
+        ];
+        let mut record = self.lock();
+        for (at, label) in steps {
+            let Some(at) = at else { continue };
+            let Ok(unix) = at.duration_since(UNIX_EPOCH) else {
+                continue;
+            };
+            let at_ms = unix.as_secs_f64() * 1000.0 - self.t0_unix_ms;
+            record.markers.push(Marker { at_ms, label });
+        }
+        record.markers.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
     }
 
     /// Adds a connection's timeline as a lane of the report's picture.

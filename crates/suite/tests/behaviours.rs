@@ -407,12 +407,13 @@ async fn cookie_affinity_moves_when_pod_dies(
         let pinned = pod_of(&first).await?;
         first.close(1000, "").await?;
         ctx.marker(format!("delete {pinned}"));
-        ctx.deployment
+        let record = ctx
+            .deployment
             .delete_pod(&pinned)
             .await?
             .wait(Duration::from_secs(30))
             .await?;
-        ctx.marker(format!("{pinned} gone"));
+        ctx.termination(&record);
         let started = Instant::now();
         let attempt = probe::connect(&opts).await;
         Ok(match attempt {
@@ -546,7 +547,7 @@ async fn existing_connection_survives_prestop(
         }
         ctx.lane(format!("connection to {pod}"), conn.timeline());
         drop(conn);
-        termination.wait(Duration::from_secs(30)).await?;
+        ctx.termination(&termination.wait(Duration::from_secs(30)).await?);
         ctx.figure("echoed_during_prestop", echoed as f64, &format!("of {sent}"));
         ctx.figure("ticks_during_prestop", ticks as f64, "ticks");
         ctx.key_figure(format!("{echoed}/{sent} echoed, {ticks} ticks"));
@@ -577,7 +578,7 @@ async fn no_new_connections_to_terminating_pod(
         let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
         tokio::time::sleep(termination_prestop(&ctx)).await; // the window under test, not a wait for a condition
         let report = opener.stop().await;
-        termination.wait(Duration::from_secs(30)).await?;
+        ctx.termination(&termination.wait(Duration::from_secs(30)).await?);
         let to_victim: Vec<f64> = report
             .attempts
             .iter()
@@ -978,7 +979,7 @@ async fn publish_not_ready_addresses_keeps_terminating_pod_routable(
             let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
             tokio::time::sleep(termination_prestop(&ctx)).await; // the window under test
             let report = opener.stop().await;
-            termination.wait(Duration::from_secs(60)).await?;
+            ctx.termination(&termination.wait(Duration::from_secs(60)).await?);
             let last = report
                 .attempts
                 .iter()

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod ops;
+pub mod pod_log;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -687,17 +688,26 @@ impl Deployment for KindDeployment {
             .map_err(KindError::into_env)?
             .ok_or_else(|| EnvError::NoSuchPod { pod: pod.to_owned() })?;
         let uid = current.uid().unwrap_or_default();
+        let grace = self.spec.drain.termination_grace + WAIT;
+        // Follow the log from before the delete, so the preStop's end and SIGTERM are not missed.
+        let log = tokio::spawn(pod_log::follow(api.clone(), pod.to_owned(), APP_NAME, grace));
         let started = SystemTime::now();
         api.delete(pod, &DeleteParams::default())
             .await
             .map_err(api_err(format!("deleting pod {pod}")))
             .map_err(KindError::into_env)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let grace = self.spec.drain.termination_grace + WAIT;
         let slices = self.api::<EndpointSlice>();
         let name = pod.to_owned();
         tokio::spawn(async move {
-            let result = observe_termination(api, slices, name, uid, started, grace).await;
+            let mut result = observe_termination(api, slices, name, uid, started, grace).await;
+            // The log ends with the container; by the time the pod is gone it has, or soon will.
+            if let Ok(record) = &mut result
+                && let Ok(Ok(marks)) = tokio::time::timeout(WAIT, log).await
+            {
+                record.prestop_done = marks.prestop_done;
+                record.sigterm = marks.sigterm;
+            }
             let _ = tx.send(result);
         });
         Ok(Termination::new(pod.to_owned(), rx))
