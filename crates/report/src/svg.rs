@@ -9,6 +9,8 @@ const WIDTH: f64 = 900.0;
 const LEFT: f64 = 150.0;
 const LANE_HEIGHT: f64 = 16.0;
 const TOP: f64 = 28.0;
+/// Height of one marker label's row under the lanes.
+const MARKER_ROW: f64 = 13.0;
 /// Colour-blind-safe palette (Okabe–Ito), assigned to pods in order of appearance.
 const PALETTE: [&str; 8] = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
@@ -35,7 +37,10 @@ pub fn timeline(result: &BehaviourResult) -> Option<String> {
         }
     }
     let legend_rows = colours.len().div_ceil(3) as f64;
-    let height = TOP + result.lanes.len() as f64 * LANE_HEIGHT + 30.0 + legend_rows * 16.0;
+    // Each marker's label gets its own row under the lanes: steps a millisecond apart
+    // (preStop done, SIGTERM) would otherwise print over each other.
+    let marker_rows = result.markers.len() as f64 * MARKER_ROW;
+    let height = TOP + result.lanes.len() as f64 * LANE_HEIGHT + 30.0 + marker_rows + legend_rows * 16.0;
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -57,14 +62,19 @@ pub fn timeline(result: &BehaviourResult) -> Option<String> {
         );
         t += step;
     }
-    for m in &result.markers {
+    let lanes_bottom = TOP + result.lanes.len() as f64 * LANE_HEIGHT;
+    for (row, m) in result.markers.iter().enumerate() {
+        let label_y = lanes_bottom + 12.0 + row as f64 * MARKER_ROW;
+        // Labels past the middle end at their line, so they stay inside the picture.
+        let anchor = if x(m.at_ms) > WIDTH / 2.0 { "end" } else { "start" };
         let _ = write!(
             svg,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3:.1}" fill="#333">{4}</text>"##,
+            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{0:.1}" y="{3:.1}" text-anchor="{4}" fill="#333">{5}</text>"##,
             x(m.at_ms),
             TOP - 4.0,
-            TOP + result.lanes.len() as f64 * LANE_HEIGHT,
-            TOP + result.lanes.len() as f64 * LANE_HEIGHT + 12.0,
+            label_y - 9.0,
+            label_y,
+            anchor,
             esc(&m.label)
         );
     }
@@ -124,7 +134,7 @@ pub fn timeline(result: &BehaviourResult) -> Option<String> {
             LaneEnd::Open => Ok(()),
         };
     }
-    let legend_y = TOP + result.lanes.len() as f64 * LANE_HEIGHT + 30.0;
+    let legend_y = TOP + result.lanes.len() as f64 * LANE_HEIGHT + 30.0 + result.markers.len() as f64 * MARKER_ROW;
     for (i, (pod, colour)) in colours.iter().enumerate() {
         let (col, row) = ((i % 3) as f64, (i / 3) as f64);
         let _ = write!(
@@ -159,7 +169,9 @@ fn nice_step(end_ms: f64) -> f64 {
 
 fn format_ms(ms: f64) -> String {
     if ms >= 1000.0 {
-        format!("{:.0}s", ms / 1000.0)
+        // Ticks fall on half seconds too: 1.5s, not a second "2s".
+        let s = format!("{:.1}", ms / 1000.0);
+        format!("{}s", s.trim_end_matches(".0"))
     } else {
         format!("{ms:.0}ms")
     }
@@ -176,6 +188,12 @@ pub(crate) fn esc(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::{Lane, Marker, Outcome};
+
+    #[test]
+    fn axis_labels_tell_half_seconds_apart() {
+        let labels: Vec<String> = [0.0, 500.0, 1000.0, 1500.0, 2000.0, 12_000.0].map(format_ms).to_vec();
+        assert_eq!(labels, ["0ms", "500ms", "1s", "1.5s", "2s", "12s"]);
+    }
 
     #[test]
     fn lanes_are_coloured_by_pod_and_mark_failures() {
@@ -208,10 +226,16 @@ mod tests {
                 lane("conn 2", Some("pod-b"), LaneEnd::Abnormal { error: "reset".into() }),
                 lane("conn 3", None, LaneEnd::HandshakeFailed { status: 502 }),
             ],
-            markers: vec![Marker {
-                at_ms: 1000.0,
-                label: "SIGTERM <pod-a>".into(),
-            }],
+            markers: vec![
+                Marker {
+                    at_ms: 1000.0,
+                    label: "preStop done".into(),
+                },
+                Marker {
+                    at_ms: 1000.1,
+                    label: "SIGTERM <pod-a>".into(),
+                },
+            ],
             duration_ms: 0.0,
         };
         let svg = timeline(&result).unwrap();
@@ -220,5 +244,14 @@ mod tests {
         assert!(svg.contains("✕ abnormal"));
         assert!(svg.contains("✕ handshake 502"));
         assert!(svg.contains("SIGTERM &lt;pod-a&gt;"), "labels are escaped");
+        let label_y = |label: &str| {
+            let before = &svg[..svg.find(label).unwrap()];
+            let y = &before[before.rfind(" y=\"").unwrap() + 4..];
+            y[..y.find('"').unwrap()].parse::<f64>().unwrap()
+        };
+        assert!(
+            label_y("SIGTERM") > label_y("preStop done"),
+            "markers a moment apart get their own rows"
+        );
     }
 }
