@@ -15,7 +15,7 @@ mod model;
 mod procs;
 mod render;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use xshell::{Shell, cmd};
 
-use self::model::{BenchResult, Capacity, EchoRound, EchoServer, Latency, Machine, ProxyFigures, ProxyRound, Settings};
+use self::model::{BenchResult, EchoRound, EchoServer, Latency, Machine, ProxyFigures, ProxyRound, Settings};
 use self::procs::{Launcher, Server, with_cpu};
 
 #[derive(Debug, clap::Args)]
@@ -182,7 +182,7 @@ impl Bench {
             result.proxies = run.proxies(&mut result.notes);
         }
         if !self.skip_capacity {
-            match run.capacity() {
+            match capacity::run(&launcher, &paths, &settings) {
                 Ok(c) => result.capacity = Some(c),
                 Err(e) => result.notes.push(format!("capacity run failed: {e:#}")),
             }
@@ -245,22 +245,13 @@ struct EchoSpec {
 impl Run<'_> {
     fn echo_specs(&self, root: &Path) -> Vec<EchoSpec> {
         let s = self.settings;
-        let max_conns = (s.idle_connections + FD_MARGIN).to_string();
         vec![
             EchoSpec {
                 name: "ws-echo",
                 label: "ws-echo (/ws?hello=false)".to_owned(),
                 program: self.paths.ws_echo.clone(),
-                args: strings(&[
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--log-format",
-                    "json",
-                    "--max-connections",
-                    &max_conns,
-                ]),
-                // Only the "listening" event: per-connection logs would be measured too.
-                env: vec![("RUST_LOG", "warn,ws_echo::server=info".to_owned())],
+                args: ws_echo_args(s.idle_connections),
+                env: vec![ws_echo_log()],
             },
             EchoSpec {
                 name: "tokio-tungstenite",
@@ -384,16 +375,8 @@ impl Run<'_> {
         sources: u32,
         mode: &[String],
     ) -> anyhow::Result<T> {
-        let mut args = strings(&["load", "--json", "--quiet", "--addr", &addr.to_string(), "--url", url]);
-        if sources > 1 {
-            args.extend(strings(&[
-                "--sources",
-                &sources.to_string(),
-                "--first-source",
-                FIRST_SOURCE,
-            ]));
-        }
-        args.extend(mode.iter().cloned());
+        let first_source = FIRST_SOURCE.parse().expect("FIRST_SOURCE is an IPv4 address");
+        let args = generator_args(addr, url, (sources > 1).then_some((sources, first_source)), mode);
         self.launcher.generate(&self.paths.testbed, &args)
     }
 
@@ -439,11 +422,6 @@ impl Run<'_> {
         server.stop(Duration::from_secs(15));
         Ok(ProxyFigures::new(controller, info.data_plane, rounds))
     }
-
-    /// Part 3: as many idle connections as the target asks, spread over processes as RLIMIT_NOFILE requires.
-    fn capacity(&self) -> anyhow::Result<Capacity> {
-        capacity::run(self.launcher, self.paths, self.settings)
-    }
 }
 
 fn hold(s: &Settings) -> Duration {
@@ -460,6 +438,38 @@ fn ms(d: Duration) -> String {
 
 fn secs(s: f64) -> String {
     ms(Duration::from_secs_f64(s.max(0.0)))
+}
+
+/// `testbed load` against `addr`; `spread` is (how many source addresses, the first), else the default source.
+fn generator_args(addr: SocketAddr, url: &str, spread: Option<(u32, Ipv4Addr)>, mode: &[String]) -> Vec<String> {
+    let mut args = strings(&["load", "--json", "--quiet", "--addr", &addr.to_string(), "--url", url]);
+    if let Some((sources, first_source)) = spread {
+        args.extend(strings(&[
+            "--sources",
+            &sources.to_string(),
+            "--first-source",
+            &first_source.to_string(),
+        ]));
+    }
+    args.extend(mode.iter().cloned());
+    args
+}
+
+/// ws-echo on a free loopback port, taking `connections` plus the margin.
+fn ws_echo_args(connections: usize) -> Vec<String> {
+    strings(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--max-connections",
+        &(connections + FD_MARGIN).to_string(),
+    ])
+}
+
+/// Only ws-echo's "listening" event: per-connection logs would be measured too.
+fn ws_echo_log() -> (&'static str, String) {
+    ("RUST_LOG", "warn,ws_echo::server=info".to_owned())
 }
 
 fn rtt_args(s: &Settings) -> Vec<String> {
@@ -552,7 +562,11 @@ impl From<PercentilesOut> for Latency {
 #[derive(Debug, Deserialize)]
 struct IdleOut {
     requested: usize,
+    connected: u64,
+    failed: u64,
     open_at_end: u64,
+    source_addresses: u64,
+    ramp_s: f64,
     last_error: Option<String>,
     server_kib_per_connection: Option<f64>,
 }
@@ -588,7 +602,8 @@ fn smoke_gaps(r: &BenchResult) -> Vec<String> {
         }
     }
     match &r.capacity {
-        Some(c) if c.held == c.target as u64 => {}
+        // The smoke run caps processes below its target, so the spread over processes runs too.
+        Some(c) if c.held == c.target as u64 && c.server_processes > 1 => {}
         Some(c) => gaps.push(format!(
             "capacity held {} of {} over {} process(es)",
             c.held, c.target, c.server_processes

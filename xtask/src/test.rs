@@ -73,9 +73,7 @@ impl Test {
         let status = cmd!(sh, "{cargo} nextest run --workspace --profile {profile} {args...}").run();
         let leaked = leaks::processes_under(&root.join("target"));
         status.context("nextest reported failures")?;
-        if !leaked.is_empty() {
-            bail!("the test run left processes behind:\n{}", leaks::describe(&leaked));
-        }
+        nothing_left(&leaked, "the test run")?;
         println!("xtask: no ws-echo, nginx, haproxy or traefik process left behind");
 
         // Protocol conformance: the Autobahn TestSuite is Python 2 only.
@@ -88,23 +86,22 @@ impl Test {
         } else {
             println!("xtask: SKIPPED Autobahn conformance: no Python 2.7 here (set AUTOBAHN_PYTHON)");
         }
-        let leaked = leaks::processes_under(&root.join("target"));
-        if !leaked.is_empty() {
-            bail!("the Autobahn run left processes behind:\n{}", leaks::describe(&leaked));
-        }
+        nothing_left(&leaks::processes_under(&root.join("target")), "the Autobahn run")?;
 
         if self.no_bench {
             println!("xtask: skipping the bench smoke run (--no-bench)");
         } else {
             Bench::smoke(root).context("the bench smoke run")?;
-            let leaked = leaks::processes_under(&root.join("target"));
-            if !leaked.is_empty() {
-                bail!(
-                    "the bench smoke run left processes behind:\n{}",
-                    leaks::describe(&leaked)
-                );
-            }
+            nothing_left(&leaks::processes_under(&root.join("target")), "the bench smoke run")?;
         }
         Ok(())
     }
+}
+
+/// Fails when `step` left a process running a binary under `target/`.
+fn nothing_left(leaked: &[leaks::Leaked], step: &str) -> anyhow::Result<()> {
+    if !leaked.is_empty() {
+        bail!("{step} left processes behind:\n{}", leaks::describe(leaked));
+    }
+    Ok(())
 }

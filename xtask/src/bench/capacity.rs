@@ -14,11 +14,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Deserialize;
 
 use super::model::Capacity;
 use super::procs::{Generator, Launcher, Server};
-use super::{FD_MARGIN, Paths, Settings, idle_args, strings};
+use super::{FD_MARGIN, IdleOut, Paths, Settings, generator_args, idle_args, ws_echo_args, ws_echo_log};
 
 /// The first client source address of shard `k` is 127.0.(10 + 8k).1: shards never share one.
 const SOURCE_BLOCK: u32 = 8 * 256;
@@ -26,17 +25,6 @@ const SOURCE_BLOCK: u32 = 8 * 256;
 const PER_SOURCE: usize = 20_000;
 /// How often the servers' connection counts are read while generators hold.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-
-/// What `testbed load idle --json` reports that this part reads.
-#[derive(Debug, Deserialize)]
-struct IdleOut {
-    connected: u64,
-    failed: u64,
-    open_at_end: u64,
-    source_addresses: u64,
-    ramp_s: f64,
-    last_error: Option<String>,
-}
 
 /// The most connections open at once across the shards, and the servers' RSS then.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -64,15 +52,8 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
     );
     let mut servers = Vec::new();
     for (k, share) in shares.iter().enumerate() {
-        let args = strings(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--max-connections",
-            &(share + FD_MARGIN).to_string(),
-        ]);
-        let env = [("RUST_LOG", "warn,ws_echo::server=info".to_owned())];
+        let args = ws_echo_args(*share);
+        let env = [ws_echo_log()];
         servers.push(launcher.server(
             &format!("ws-echo-capacity-{k}"),
             &paths.ws_echo,
@@ -89,20 +70,8 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
             .source_addresses
             .max(u32::try_from(share / PER_SOURCE + 1).unwrap_or(u32::MAX));
         let first = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 10, 1)) + SOURCE_BLOCK * k as u32);
-        let mut args = strings(&[
-            "load",
-            "--json",
-            "--quiet",
-            "--addr",
-            &addr.to_string(),
-            "--url",
-            &format!("ws://{addr}/ws?hello=false"),
-            "--sources",
-            &sources.to_string(),
-            "--first-source",
-            &first.to_string(),
-        ]);
-        args.extend(idle_args(*share, hold, None));
+        let url = format!("ws://{addr}/ws?hello=false");
+        let args = generator_args(addr, &url, Some((sources, first)), &idle_args(*share, hold, None));
         generators.push(launcher.spawn_generator(&paths.testbed, &args)?);
     }
 

@@ -119,21 +119,7 @@ impl Launcher {
 
     /// Runs the load generator (on the generator core) and parses its JSON result.
     pub fn generate<T: for<'de> Deserialize<'de>>(&self, testbed: &Path, args: &[String]) -> anyhow::Result<T> {
-        let mut cmd = Self::command(&self.generator_prefix, testbed, args);
-        cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {} {}", testbed.display(), args.join(" ")))?;
-        if !out.status.success() {
-            bail!("`testbed {}` failed ({})", args.join(" "), out.status);
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "parsing the JSON of `testbed {}`: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        self.spawn_generator(testbed, args)?.finish()
     }
 
     /// Starts the load generator (on the generator core) without waiting for it.

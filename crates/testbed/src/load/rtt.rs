@@ -136,15 +136,14 @@ async fn round_trips(
 ) -> Result<(hdrhistogram::Histogram<u64>, Option<String>)> {
     let mut hist = latency_histogram()?;
     let mut unreported = 0u64;
-    loop {
+    let ended = loop {
         let now_phase = phase.load(Ordering::Relaxed);
         if now_phase == STOP {
-            break;
+            break None;
         }
         let sent_at = Instant::now();
         if let Err(e) = ws.round_trip(&payload).await {
-            counters.messages.fetch_add(unreported, Ordering::Relaxed);
-            return Ok((hist, Some(e.to_string())));
+            break Some(e.to_string());
         }
         if now_phase == MEASURE {
             record(&mut hist, sent_at.elapsed())?;
@@ -154,8 +153,10 @@ async fn round_trips(
             counters.messages.fetch_add(unreported, Ordering::Relaxed);
             unreported = 0;
         }
-    }
+    };
     counters.messages.fetch_add(unreported, Ordering::Relaxed);
-    ws.close(Duration::from_secs(1)).await;
-    Ok((hist, None))
+    if ended.is_none() {
+        ws.close(Duration::from_secs(1)).await;
+    }
+    Ok((hist, ended))
 }

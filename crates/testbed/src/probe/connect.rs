@@ -13,7 +13,6 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -192,35 +191,6 @@ pub(crate) fn upgrade_request(
         headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     Ok(request)
-}
-
-/// Dial and upgrade without recording: the raw stream, for the load generator.
-pub async fn connect_raw(
-    opts: &ProbeOptions,
-) -> Result<(WebSocketStream<ProbeStream>, tungstenite::handshake::client::Response)> {
-    let fail = |f: DialFailure| ProbeError::Dial {
-        addr: opts.addr,
-        stage: f.stage,
-        source: f.source,
-    };
-    let stream = dial_recorded(opts, None).await.map_err(fail)?;
-    let request = upgrade_request(opts).map_err(fail)?;
-    tokio_tungstenite::client_async_with_config(request, stream, Some(opts.ws_config))
-        .await
-        .map_err(|e| {
-            let status = match &e {
-                tungstenite::Error::Http(resp) => Some(resp.status().as_u16()),
-                _ => None,
-            };
-            ProbeError::Dial {
-                addr: opts.addr,
-                stage: ConnectStage::Handshake,
-                source: match status {
-                    Some(status) => format!("upgrade answered {status}").into(),
-                    None => e.into(),
-                },
-            }
-        })
 }
 
 /// Dials, upgrades and (when expected) reads the hello, all within the handshake timeout.

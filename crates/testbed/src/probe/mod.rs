@@ -20,7 +20,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use connect::{ProbeStream, connect, connect_raw, dial};
+pub use connect::{ProbeStream, connect, dial};
 pub use connection::{Connection, Incoming};
 pub use cookies::CookieJar;
 pub use helpers::{
