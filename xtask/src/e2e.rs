@@ -1,6 +1,7 @@
 //! `cargo xtask e2e`: run the behaviour suite across controllers and write the report.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -44,6 +45,23 @@ pub struct E2e {
 
 impl E2e {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
+        if self.env != Env::Kind || self.keep {
+            return self.run_suite(root);
+        }
+        // Whatever happens from here — Ctrl-C while the cluster is created, a failed install, a
+        // failed suite — the cluster goes, unless --keep.
+        delete_cluster_on_interrupt(root);
+        let result = self.run_suite(root);
+        while INTERRUPTED.load(Ordering::SeqCst) {
+            // The signal thread is deleting the cluster and then exits the process; the step
+            // the signal broke must not race it (or end the process first).
+            std::thread::park();
+        }
+        let deleted = crate::kind::down(root).context("deleting the kind cluster");
+        result.and(deleted)
+    }
+
+    fn run_suite(self, root: &Path) -> anyhow::Result<()> {
         let sh = Shell::new()?;
         sh.change_dir(root);
         let cargo = crate::cargo();
@@ -67,9 +85,6 @@ impl E2e {
             )?),
         };
 
-        if cluster.is_some() && !self.keep {
-            delete_cluster_on_interrupt(root);
-        }
 
         let results = root.join("target/testbed/results").join(self.env.name());
         if results.exists() {
@@ -104,15 +119,10 @@ impl E2e {
         report::write_all(root, &dir, &collected)?;
         println!("\n{}", ::report::markdown::matrix(&collected));
         println!(
-            "{} passed, {} failed, {} skipped in {wall:.0} s; report: {}",
-            collected.count(::report::Outcome::Pass),
-            collected.count(::report::Outcome::Fail),
-            collected.count(::report::Outcome::Skip),
+            "{} in {wall:.0} s; report: {}",
+            collected.summary(),
             dir.join("report.html").display()
         );
-        if let (Some(_), false) = (&cluster, self.keep) {
-            crate::kind::down(root)?;
-        }
         suite.context("some behaviours deviate from their expectation (see the matrix above)")?;
         // kind is the only profile with retries; a pass on retry still fails the run.
         let junit = root.join("target/nextest").join(profile).join("junit.xml");
@@ -132,6 +142,9 @@ impl E2e {
     }
 }
 
+/// Set once a signal arrived during a kind run: the signal thread owns the rest of the process.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// Ctrl-C (or SIGTERM) in the middle of a kind run deletes the cluster before
 /// exiting, as the end of a completed run does; `--keep` skips this.
 fn delete_cluster_on_interrupt(root: &Path) {
@@ -146,6 +159,7 @@ fn delete_cluster_on_interrupt(root: &Path) {
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("xtask: interrupted; deleting the kind cluster (use --keep to keep it)");
             if let Err(err) = crate::kind::down(&root) {
                 eprintln!("xtask: deleting the cluster failed: {err:#}");

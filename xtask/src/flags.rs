@@ -38,4 +38,8 @@ pub enum Command {
     Soak(crate::soak::Soak),
     /// Run the fuzz targets briefly.
     Fuzz(crate::fuzz::Fuzz),
+    /// Check our Helm values against the pinned charts: schema, unread keys, Kubernetes schemas, rollouts.
+    Charts(crate::charts::Charts),
+    /// Lint .github/workflows/ with actionlint and shellcheck (pinned, installed into target/tools/).
+    Lint(crate::lint::Lint),
 }

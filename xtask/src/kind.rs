@@ -25,7 +25,7 @@ pub const VERSIONS_FILE: &str = "manifests/controllers/versions.toml";
 /// Field manager for `kubectl apply --server-side` (same as the testbed's).
 const FIELD_MANAGER: &str = "ws-ingress-testbed";
 /// Host the sample Ingresses match.
-const SAMPLE_HOST: &str = "echo.testbed.local";
+const SAMPLE_HOST: &str = "sample.testbed.local";
 
 #[derive(Debug, clap::Args)]
 pub struct Up {
@@ -175,11 +175,18 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `TESTBED_KIND_DIR` and `TESTBED_TOOLS_BIN` move the state and the tools elsewhere (the
+    /// testbed crate reads the same `TESTBED_KIND_DIR`).
     pub fn new(root: &Path) -> Self {
-        let state = root.join("target/testbed/kind");
+        let state = std::env::var_os("TESTBED_KIND_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/testbed/kind"));
+        let tools_bin = std::env::var_os("TESTBED_TOOLS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/tools/bin"));
         Layout {
             root: root.to_owned(),
-            tools_bin: root.join("target/tools/bin"),
+            tools_bin,
             kubeconfig: state.join("kubeconfig"),
             cluster_copy: state.join("cluster.yaml"),
             state,
@@ -195,6 +202,8 @@ impl Layout {
 pub struct ToolPin {
     pub version: String,
     pub url: String,
+    /// The checksum file upstream publishes beside `url`: where `sha256` comes from.
+    pub checksum_url: String,
     pub sha256: String,
     /// Path of the binary inside a tar.gz download.
     #[serde(default)]
@@ -242,6 +251,11 @@ impl Pins {
                 "{name}: sha256 must be 64 hex digits"
             );
             ensure!(tool.url.starts_with("https://"), "{name}: download over https only");
+            let dir = tool.url.rsplit_once('/').map_or("", |(dir, _)| dir);
+            ensure!(
+                tool.checksum_url.starts_with(&format!("{dir}/")),
+                "{name}: checksum_url must be upstream's file beside the download ({dir}/…)"
+            );
             ensure!(
                 tool.url.contains(&tool.version),
                 "{name}: url does not name version {}",
@@ -329,11 +343,13 @@ impl fmt::Display for Step {
             Step::EnsureTool { name, pin, dest } => {
                 write!(
                     f,
-                    "tool {name} {}: use `{name}` on PATH if it reports {}, else download {} (sha256 {}) to {}",
+                    "tool {name} {}: use `{name}` on PATH if it reports {}, else download {} (sha256 {}, \
+                     which {} must name) to {}",
                     pin.version,
                     pin.version,
                     pin.url,
                     pin.sha256,
+                    pin.checksum_url,
                     dest.display()
                 )
             }
@@ -549,6 +565,14 @@ fn check_docker() -> anyhow::Result<()> {
     })
 }
 
+/// Whether an upstream checksum file (`<sha256>` alone, or `<sha256>  <file name>`) names `sha256`.
+pub fn checksum_names(published: &str, sha256: &str) -> bool {
+    published
+        .split_whitespace()
+        .next()
+        .is_some_and(|sum| sum.eq_ignore_ascii_case(sha256))
+}
+
 /// Whether `output` of `<tool> version` names `version`.
 pub fn reports_version(output: &str, version: &str) -> bool {
     output
@@ -576,6 +600,19 @@ fn ensure_tool(sh: &Shell, layout: &Layout, name: &str, pin: &ToolPin, dest: &Pa
         std::os::unix::fs::symlink(found.trim(), dest).with_context(|| format!("linking {name} into target/tools"))?;
         return Ok(());
     }
+    let checksum_url = &pin.checksum_url;
+    let published = cmd!(
+        sh,
+        "curl --fail --location --silent --show-error --retry 3 {checksum_url}"
+    )
+    .read()
+    .with_context(|| format!("downloading {checksum_url} (no network?)"))?;
+    ensure!(
+        checksum_names(&published, &pin.sha256),
+        "{checksum_url} says {:?}, but versions.toml pins {}: refusing to install {name}",
+        published.trim(),
+        pin.sha256
+    );
     let download = layout.tools_bin.join(format!(".{name}-{}.download", pin.version));
     let url = &pin.url;
     cmd!(
@@ -647,6 +684,7 @@ mod tests {
         for tool in [&pins.kind, &pins.kubectl, &pins.helm] {
             check_line(&lines, &tool.url);
             check_line(&lines, &tool.sha256);
+            check_line(&lines, &tool.checksum_url);
         }
         check_line(&lines, "kind create cluster --name ws-testbed --config");
         check_line(&lines, "clusters/kind-1.37.yaml");
@@ -657,7 +695,7 @@ mod tests {
 
     #[test]
     fn dry_run_plan_installs_each_controller_chart_at_its_pin() {
-        let (pins, lines) = dry_run(&[], "1.33");
+        let (pins, lines) = dry_run(&[], "1.34");
         assert_eq!(pins.controllers.len(), 3);
         for (name, c) in &pins.controllers {
             check_line(
@@ -672,6 +710,20 @@ mod tests {
             !lines.iter().any(|l| l.contains(".kube/config")),
             "never the user's kubeconfig"
         );
+    }
+
+    #[test]
+    fn printed_sample_host_is_the_one_the_sample_manifests_serve() {
+        let (pins, _) = dry_run(&[], "1.37");
+        for name in pins.controllers.keys() {
+            let path = root().join(format!("manifests/sample/{name}.yaml"));
+            let yaml = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                yaml.contains(&format!("host: {SAMPLE_HOST}")),
+                "{} serves no {SAMPLE_HOST}",
+                path.display()
+            );
+        }
     }
 
     #[test]
@@ -693,7 +745,7 @@ mod tests {
         assert!(err.to_string().contains("envoy"), "{err}");
         let err = resolve_k8s_version(&root, Some("1.20")).unwrap_err();
         assert!(err.to_string().contains("1.20"), "{err}");
-        assert_eq!(resolve_k8s_version(&root, Some("v1.33.12")).unwrap(), "1.33");
+        assert_eq!(resolve_k8s_version(&root, Some("v1.34.11")).unwrap(), "1.34");
     }
 
     #[test]
@@ -702,6 +754,33 @@ mod tests {
         let pins = Pins::parse(&text).unwrap();
         let broken = text.replace(&pins.kind.sha256, "abc");
         assert!(Pins::parse(&broken).is_err());
+    }
+
+    #[test]
+    fn checksum_files_in_either_upstream_format_are_read() {
+        let sum = "a7f81ce08007091b86d8bd696eb4d86b8d0f2e1b9f6c714be62f82f96a594496";
+        assert!(checksum_names(
+            &format!("{sum}  helm-v3.19.0-linux-amd64.tar.gz\n"),
+            sum
+        ));
+        assert!(checksum_names(sum, sum), "kubectl.sha256 holds the bare sum");
+        assert!(!checksum_names("", sum));
+        assert!(!checksum_names(&format!("{}  x", "0".repeat(64)), sum));
+    }
+
+    #[test]
+    fn every_tool_pin_names_its_upstream_checksum_file() {
+        let text = std::fs::read_to_string(root().join(VERSIONS_FILE)).unwrap();
+        let pins = Pins::parse(&text).unwrap();
+        for tool in [&pins.kind, &pins.kubectl, &pins.helm] {
+            assert!(tool.checksum_url.contains(&tool.version), "{}", tool.checksum_url);
+        }
+        let moved = text.replace(
+            "checksum_url = \"https://dl.k8s.io/release/v1.37.0/bin/linux/amd64/kubectl.sha256\"",
+            "checksum_url = \"https://example.com/kubectl.sha256\"",
+        );
+        assert_ne!(moved, text);
+        assert!(Pins::parse(&moved).is_err(), "a checksum from elsewhere is refused");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 mod autobahn;
 mod bench;
+mod charts;
 mod e2e;
 mod flags;
 mod fuzz;
 mod image;
 mod kind;
 mod leaks;
+mod lint;
 mod report;
 mod soak;
 mod test;
@@ -36,6 +38,8 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Autobahn(cmd) => cmd.run(&root),
         flags::Command::Soak(cmd) => cmd.run(&root),
         flags::Command::Fuzz(cmd) => cmd.run(&root),
+        flags::Command::Charts(cmd) => cmd.run(&root),
+        flags::Command::Lint(cmd) => cmd.run(&root),
     }
 }
 

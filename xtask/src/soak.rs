@@ -1,7 +1,7 @@
 //! `cargo xtask soak`: runs the local behaviour suite N times back to back and reports the flake rate per test.
 //!
 //! Each run writes its result files to `target/testbed/soak/run-K`; the
-//! aggregation (per behaviour × controller: runs, passes, failures, skips,
+//! aggregation (per behaviour × controller: runs, passes, failures, not measured,
 //! flake rate) goes to `target/testbed/soak/soak.json` and `soak.md`. Any
 //! failure in any run fails the command.
 
@@ -114,10 +114,11 @@ pub struct TestStats {
     pub runs: u32,
     pub passes: u32,
     pub failures: u32,
-    pub skips: u32,
+    /// Runs where it was not measured: not supported by the controller, or not applicable here.
+    pub not_measured: u32,
     /// Runs without a result for it although other runs had one.
     pub missing: u32,
-    /// Failed or missing runs over the runs where it was not skipped.
+    /// Failed or missing runs over the runs where it was measured.
     pub flake_rate: f64,
     /// Runs (1-based) in which it failed or was missing.
     pub failed_in: Vec<u32>,
@@ -170,7 +171,7 @@ pub fn aggregate(runs: &[Run], wall_seconds: f64) -> Summary {
                     s.runs += 1;
                     match outcome {
                         Outcome::Pass => s.passes += 1,
-                        Outcome::Skip => s.skips += 1,
+                        Outcome::NotSupported | Outcome::NotApplicable => s.not_measured += 1,
                         Outcome::Fail => {
                             s.failures += 1;
                             s.failed_in.push(run.run);
@@ -215,7 +216,7 @@ pub fn aggregate(runs: &[Run], wall_seconds: f64) -> Summary {
 pub fn markdown(summary: &Summary) -> String {
     let mut out = format!(
         "# Soak: {} runs of the local suite, {} failed ({:.0} s)\n\n\
-         | behaviour | controller | runs | passes | failures | skips | missing | flake rate | failed in runs |\n\
+         | behaviour | controller | runs | passes | failures | not measured | missing | flake rate | failed in runs |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---|\n",
         summary.runs, summary.failed_runs, summary.wall_seconds
     );
@@ -230,7 +231,7 @@ pub fn markdown(summary: &Summary) -> String {
             t.runs,
             t.passes,
             t.failures,
-            t.skips,
+            t.not_measured,
             t.missing,
             t.flake_rate * 100.0,
             failed_in
@@ -266,7 +267,7 @@ mod tests {
                 t.runs,
                 t.passes,
                 t.failures,
-                t.skips,
+                t.not_measured,
                 t.missing,
                 t.flake_rate,
                 t.failed_in.as_slice()
@@ -275,13 +276,13 @@ mod tests {
         );
     }
 
-    use Outcome::{Fail, Pass, Skip};
+    use Outcome::{Fail, NotApplicable, Pass};
 
     #[test]
     fn all_passing_runs_are_clean() {
         let runs = [
-            run(1, &[("idle", "nginx", Pass), ("tls", "traefik", Skip)]),
-            run(2, &[("idle", "nginx", Pass), ("tls", "traefik", Skip)]),
+            run(1, &[("idle", "nginx", Pass), ("tls", "traefik", NotApplicable)]),
+            run(2, &[("idle", "nginx", Pass), ("tls", "traefik", NotApplicable)]),
         ];
         let s = aggregate(&runs, 1.0);
         assert!(s.clean());

@@ -1,11 +1,13 @@
 //! `cargo xtask test`: install what the tests need, then run every test with nextest.
 //!
-//! Steps: pinned tools (proxies, Python venv), the ws-echo binary the local
-//! environment spawns, the container image when a Docker engine answers, then
+//! Steps: pinned tools (proxies, linters, Python venv), actionlint over the
+//! workflows (`cargo xtask lint`), the ws-echo binary the local environment
+//! spawns, the container image when a Docker engine answers, then
 //! `cargo nextest run --workspace`, then a check that no process the run
 //! started is still alive, then the Autobahn conformance run (when Python 2.7
 //! is here; `TESTBED_REQUIRE_AUTOBAHN=1` makes its absence an error), then a
 //! seconds-long `cargo xtask bench` of every part, checked for its figures.
+//! With `TESTBED_CHARTS_DIR=DIR`, `cargo xtask charts --charts-dir DIR` runs after nextest.
 
 use std::path::Path;
 
@@ -14,7 +16,8 @@ use xshell::{Shell, cmd};
 
 use crate::autobahn::Autobahn;
 use crate::bench::Bench;
-use crate::{image, leaks, tools};
+use crate::charts::Charts;
+use crate::{image, leaks, lint, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct Test {
@@ -38,6 +41,7 @@ pub struct Test {
 impl Test {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
         tools::ensure(root).context("installing the pinned tools")?;
+        lint::workflows(root).context("linting the workflows")?;
         let sh = Shell::new()?;
         sh.change_dir(root);
         let cargo = crate::cargo();
@@ -75,6 +79,11 @@ impl Test {
         status.context("nextest reported failures")?;
         nothing_left(&leaked, "the test run")?;
         println!("xtask: no ws-echo, nginx, haproxy or traefik process left behind");
+
+        // Our Helm values against the real pinned charts, unpacked in DIR (CI: `cargo xtask charts --pull`).
+        if let Some(dir) = std::env::var_os("TESTBED_CHARTS_DIR") {
+            Charts::in_dir(root.join(dir)).run(root).context("the charts check")?;
+        }
 
         // Protocol conformance: the Autobahn TestSuite is Python 2 only.
         if self.no_autobahn {

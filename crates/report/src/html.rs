@@ -3,12 +3,12 @@
 use std::fmt::Write;
 
 use crate::markdown::trim_number;
-use crate::model::{Outcome, Report};
+use crate::model::Report;
 use crate::svg::{esc, timeline};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
-.pass{background:#e6f4ea}.fail{background:#fce8e6;font-weight:bold}.skip{background:#f1f3f4;color:#555}\
+.pass{background:#e6f4ea}.fail{background:#fce8e6;font-weight:bold}.not-supported{background:#fef7e0;color:#555}.not-applicable{background:#f1f3f4;color:#555}\
 code{font-size:90%}figure{margin:1em 0}figcaption{font-size:90%;color:#444}.caveat{color:#b45309}";
 
 /// Renders the report; `extra_sections` are appended HTML fragments (e.g. the benchmark tables).
@@ -21,11 +21,9 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
     );
     let _ = write!(
         out,
-        "<h1>WebSocket behaviour through ingress controllers</h1><p>Environment <b>{}</b>: {} passed, {} failed, {} skipped{}.</p>",
+        "<h1>WebSocket behaviour through ingress controllers</h1><p>Environment <b>{}</b>: {}{}.</p>",
         esc(&report.env),
-        report.count(Outcome::Pass),
-        report.count(Outcome::Fail),
-        report.count(Outcome::Skip),
+        esc(&report.summary()),
         report.wall_seconds.map(|s| format!(" in {s:.0} s")).unwrap_or_default()
     );
     if !report.versions.is_empty() {
@@ -98,8 +96,8 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
                 esc(&r.observed),
                 esc(&r.source)
             );
-            if let Some(reason) = &r.skip_reason {
-                let _ = write!(out, "<tr><th>skipped</th><td>{}</td></tr>", esc(reason));
+            if let Some(reason) = &r.reason {
+                let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", r.outcome.label(), esc(reason));
             }
             if let Some(err) = &r.error {
                 let _ = write!(out, "<tr><th>error</th><td>{}</td></tr>", esc(err));

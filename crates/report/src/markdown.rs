@@ -24,9 +24,8 @@ pub fn matrix(report: &Report) -> String {
                 None => "—".to_owned(),
                 Some(r) => {
                     let mark = match r.outcome {
-                        Outcome::Pass => "pass",
-                        Outcome::Fail => "**FAIL**",
-                        Outcome::Skip => "skip",
+                        Outcome::Fail => format!("**{}**", r.outcome.label()),
+                        other => other.label().to_owned(),
                     };
                     let caveat = if r.shown_caveat().is_some() { " ⚠" } else { "" };
                     match &r.key_figure {
@@ -51,10 +50,8 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{} passed, {} failed, {} skipped{}.\n",
-        report.count(Outcome::Pass),
-        report.count(Outcome::Fail),
-        report.count(Outcome::Skip),
+        "{}{}.\n",
+        report.summary(),
         report.wall_seconds.map(|s| format!(" in {s:.0} s")).unwrap_or_default()
     );
     if !report.versions.is_empty() {
@@ -109,8 +106,8 @@ pub fn render(report: &Report) -> String {
                 .map(|f| format!("{} = {} {}", f.name, trim_number(f.value), f.unit))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let observed = match (&r.skip_reason, &r.error) {
-                (Some(reason), _) => format!("skipped: {reason}"),
+            let observed = match (&r.reason, &r.error) {
+                (Some(reason), _) => format!("{}: {reason}", r.outcome.label()),
                 (_, Some(err)) => format!("{} ({err})", r.observed),
                 _ => r.observed.clone(),
             };
@@ -159,7 +156,7 @@ mod tests {
             observed: "closed".into(),
             source: "https://example.invalid/doc".into(),
             caveat: None,
-            skip_reason: None,
+            reason: None,
             error: None,
             figures: vec![Figure {
                 name: "ended_after".into(),
@@ -198,6 +195,42 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Knob: `timeout tunnel`"), "{md}");
-        assert!(md.contains("2 passed, 1 failed, 0 skipped in 61 s"), "{md}");
+        assert!(
+            md.contains("2 passed, 1 failed, 0 not supported by the controller, 0 not applicable in this environment in 61 s"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn not_supported_and_not_applicable_are_told_apart() {
+        let caveat = Caveat {
+            text: "no client-IP affinity on an Ingress".into(),
+            knob: "sticky cookie".into(),
+        };
+        let mut unsupported = result("client_ip", "traefik", Outcome::NotSupported);
+        unsupported.reason = Some("Traefik cannot express affinity.client_ip".into());
+        unsupported.caveat = Some(caveat.clone());
+        unsupported.key_figure = None;
+        let mut local_only = result("client_ip", "nginx", Outcome::NotApplicable);
+        local_only.reason = Some("needs kube-proxy".into());
+        local_only.caveat = Some(caveat);
+        local_only.key_figure = None;
+        let report = Report {
+            env: "local".into(),
+            generated_at: 0,
+            wall_seconds: None,
+            versions: Default::default(),
+            results: vec![local_only, unsupported],
+        };
+        let md = render(&report);
+        assert!(md.contains("| `client_ip` | n/a here | not supported ⚠ |"), "{md}");
+        assert!(md.contains("not supported: Traefik cannot express"), "{md}");
+        assert!(md.contains("n/a here: needs kube-proxy"), "{md}");
+        assert!(
+            md.contains("0 passed, 0 failed, 1 not supported by the controller, 1 not applicable in this environment."),
+            "{md}"
+        );
+        let json = serde_json::to_string(&report.results[1]).unwrap();
+        assert!(json.contains("\"outcome\":\"not-supported\""), "{json}");
     }
 }

@@ -5,22 +5,44 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// What was measured matches the expectation.
     Pass,
     /// It does not, or the test could not measure it.
     Fail,
-    /// Not applicable here (unsupported knob, Kubernetes-only behaviour).
-    Skip,
+    /// The controller cannot express what the behaviour needs (its capability answer, which the
+    /// profile expects): a finding about the controller, true in every environment it names.
+    NotSupported,
+    /// This environment cannot run the behaviour (a Kubernetes-only effect in `local`): says
+    /// nothing about the controller.
+    NotApplicable,
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Pass,
+        Outcome::Fail,
+        Outcome::NotSupported,
+        Outcome::NotApplicable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
             Outcome::Fail => "fail",
-            Outcome::Skip => "skip",
+            Outcome::NotSupported => "not-supported",
+            Outcome::NotApplicable => "not-applicable",
+        }
+    }
+
+    /// How a matrix cell and a summary line say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::NotSupported => "not supported",
+            Outcome::NotApplicable => "n/a here",
         }
     }
 }
@@ -102,8 +124,9 @@ pub struct BehaviourResult {
     pub source: String,
     #[serde(default)]
     pub caveat: Option<Caveat>,
-    #[serde(default)]
-    pub skip_reason: Option<String>,
+    /// Why the behaviour was not measured (not supported or not applicable).
+    #[serde(default, alias = "skip_reason")]
+    pub reason: Option<String>,
     /// Why the test failed, when it did.
     #[serde(default)]
     pub error: Option<String>,
@@ -120,9 +143,10 @@ pub struct BehaviourResult {
 }
 
 impl BehaviourResult {
-    /// The caveat, when it applies: a skipped behaviour was not observed, so it has none.
+    /// The caveat, when it applies: a behaviour not applicable here was not observed, so it has
+    /// none; one the controller does not support keeps its caveat (that is the finding).
     pub fn shown_caveat(&self) -> Option<&Caveat> {
-        self.caveat.as_ref().filter(|_| self.outcome != Outcome::Skip)
+        self.caveat.as_ref().filter(|_| self.outcome != Outcome::NotApplicable)
     }
 
     /// File name of this result inside the results directory.
@@ -183,5 +207,16 @@ impl Report {
 
     pub fn count(&self, outcome: Outcome) -> usize {
         self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    /// "75 passed, 0 failed, 3 not supported by the controller, 6 not applicable here".
+    pub fn summary(&self) -> String {
+        format!(
+            "{} passed, {} failed, {} not supported by the controller, {} not applicable in this environment",
+            self.count(Outcome::Pass),
+            self.count(Outcome::Fail),
+            self.count(Outcome::NotSupported),
+            self.count(Outcome::NotApplicable)
+        )
     }
 }

@@ -217,7 +217,7 @@ mod tests {
             observed: String::new(),
             source: String::new(),
             caveat: None,
-            skip_reason: None,
+            reason: None,
             error: None,
             figures: vec![],
             key_figure: None,

@@ -158,7 +158,7 @@ where
             .clone()
             .zip(expectation.knob.clone())
             .map(|(text, knob)| Caveat { text, knob }),
-        skip_reason: None,
+        reason: None,
         error: None,
         figures: Vec::new(),
         key_figure: None,
@@ -168,7 +168,7 @@ where
     };
 
     match (env, entry.kubernetes_only) {
-        (EnvKind::Local, Some(reason)) => skip(&mut result, reason.to_owned()),
+        (EnvKind::Local, Some(reason)) => not_measured(&mut result, Outcome::NotApplicable, reason.to_owned()),
         _ => measure(&mut result, env, controller, &spec, test).await,
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -176,9 +176,10 @@ where
 
     match result.outcome {
         Outcome::Pass => {}
-        Outcome::Skip => eprintln!(
-            "SKIPPED {behaviour} [{controller}]: {}",
-            result.skip_reason.as_deref().unwrap_or("")
+        Outcome::NotSupported | Outcome::NotApplicable => eprintln!(
+            "{} {behaviour} [{controller}, {env}]: {}",
+            result.outcome.label().to_uppercase(),
+            result.reason.as_deref().unwrap_or("")
         ),
         Outcome::Fail => panic!(
             "{behaviour} [{controller}, {env}]: expected {:?}, observed {:?}{}",
@@ -208,7 +209,7 @@ async fn measure<F, Fut>(
         Err(EnvError::Unsupported(unsupported)) => {
             result.observed = "unsupported".to_owned();
             if result.expected == "unsupported" {
-                skip(result, unsupported.to_string());
+                not_measured(result, Outcome::NotSupported, unsupported.to_string());
             } else {
                 result.outcome = Outcome::Fail;
                 result.error = Some(unsupported.to_string());
@@ -252,12 +253,13 @@ async fn measure<F, Fut>(
     drop(deployment);
 }
 
-fn skip(result: &mut BehaviourResult, reason: String) {
-    result.outcome = Outcome::Skip;
+/// Records a behaviour that was not measured, and why (`outcome` says whose limit it is).
+fn not_measured(result: &mut BehaviourResult, outcome: Outcome, reason: String) {
+    result.outcome = outcome;
     if result.observed.is_empty() {
-        result.observed = "skipped".to_owned();
+        result.observed = outcome.as_str().to_owned();
     }
-    result.skip_reason = Some(reason);
+    result.reason = Some(reason);
 }
 
 fn fail(result: &mut BehaviourResult, error: String) {

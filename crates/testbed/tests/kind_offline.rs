@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
-    ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_specs, to_yaml_doc,
+    ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_spec, sample_specs, to_yaml_doc,
     unrelated_ingress,
 };
 use testbed::spec::{Affinity, Controller, CookieAffinity, IngressSpec};
@@ -52,7 +52,7 @@ fn generated_manifests() -> BTreeMap<PathBuf, String> {
             },
             ..Namespace::default()
         };
-        let objects = render(controller, &IngressSpec::new(3), &RenderOptions::new(&namespace)).unwrap();
+        let objects = render(controller, &sample_spec(), &RenderOptions::new(&namespace)).unwrap();
         files.insert(
             PathBuf::from(format!("manifests/sample/{name}.yaml")),
             format!("{HEADER}{}---\n{}", to_yaml_doc(&ns), objects.to_yaml()),
@@ -475,7 +475,7 @@ fn ci_workflow_runs_fmt_clippy_and_xtask_test() -> anyhow::Result<()> {
 }
 
 #[test]
-fn kind_only_unsupported_answers_name_the_knob() {
+fn unsupported_answers_name_the_knob() {
     let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
     let err = render(Controller::Traefik, &spec, &RenderOptions::new("x")).unwrap_err();
     assert_eq!(err.knob, "affinity.client_ip");
@@ -484,4 +484,54 @@ fn kind_only_unsupported_answers_name_the_knob() {
     for c in Controller::ALL {
         render(c, &IngressSpec::new(1), &RenderOptions::new("x")).unwrap();
     }
+}
+
+/// (IngressClass, host, path) of every rule in a YAML stream's Ingresses.
+fn ingress_routes(yaml: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut routes = Vec::new();
+    for doc in documents(yaml)? {
+        if doc["kind"] != "Ingress" {
+            continue;
+        }
+        let ingress: Ingress = serde_json::from_value(doc)?;
+        let spec = ingress.spec.unwrap_or_default();
+        let class = spec.ingress_class_name.unwrap_or_default();
+        for rule in spec.rules.unwrap_or_default() {
+            for path in rule.http.map(|h| h.paths).unwrap_or_default() {
+                routes.push((
+                    class.clone(),
+                    rule.host.clone().unwrap_or_default(),
+                    path.path.unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    Ok(routes)
+}
+
+/// `cargo xtask up` leaves the sample app running while `e2e --env kind` deploys test Ingresses of
+/// the same classes: none may share its host and path, or the controller serves one of the two.
+#[test]
+fn no_test_ingress_shares_a_route_with_the_sample_app() -> anyhow::Result<()> {
+    use testbed::kind::ops::{namespace_name, spec_in_namespace};
+    let root = root();
+    for controller in Controller::ALL {
+        let sample = std::fs::read_to_string(root.join(format!("manifests/sample/{controller}.yaml")))?;
+        let sample_routes = ingress_routes(&sample)?;
+        ensure!(!sample_routes.is_empty(), "the {controller} sample has no Ingress rule");
+        let mut seen: BTreeSet<_> = sample_routes.into_iter().collect();
+        for serial in [1, 2] {
+            let namespace = namespace_name(controller, serial);
+            let spec = spec_in_namespace(&IngressSpec::new(3), &namespace);
+            let opts = RenderOptions::new(&namespace);
+            let objects = render(controller, &spec, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut yaml = objects.to_yaml();
+            yaml.push_str("---\n");
+            yaml.push_str(&to_yaml_doc(&unrelated_ingress(controller, &opts, 0)));
+            for route in ingress_routes(&yaml)? {
+                ensure!(seen.insert(route.clone()), "{controller}: route {route:?} is served twice");
+            }
+        }
+    }
+    Ok(())
 }

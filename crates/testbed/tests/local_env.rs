@@ -277,3 +277,29 @@ async fn every_knob_renders_a_config_the_data_plane_accepts(
     }
     Ok(())
 }
+
+/// The kind environment's readiness request (`wait_routed`) against the same data planes run
+/// locally with PROXY protocol on: ingress-nginx and HAProxy then refuse every connection that
+/// does not start with a PROXY header, so a readiness request without one never becomes ready.
+#[rstest]
+#[tokio::test]
+async fn kind_readiness_request_gets_through_a_proxy_protocol_listener(
+    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+) -> anyhow::Result<()> {
+    use testbed::kind::{readiness_probe, wait_healthz};
+    let d = deploy(controller, &quick_spec().with_proxy_protocol()).await?;
+    let opts = readiness_probe(d.endpoint(), true, None)?;
+    assert!(opts.proxy_client.is_some(), "the request carries a PROXY header");
+    wait_healthz("the local data plane to answer /healthz", &opts).await?;
+    if controller != Controller::Traefik {
+        // Traefik's trustedIPs accepts connections without a header; the others must refuse them.
+        let plain = readiness_probe(d.endpoint(), false, None)?;
+        let refused = testbed::probe::http_get(&plain, "/healthz").await;
+        assert!(
+            !refused.as_ref().is_ok_and(|r| r.status.is_success()),
+            "{controller} answered a request without a PROXY header: {:?}",
+            refused.map(|r| r.status)
+        );
+    }
+    Ok(())
+}

@@ -34,8 +34,6 @@ use kube::discovery::Scope;
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::env::{
     Deployment, Endpoint, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
@@ -44,6 +42,7 @@ use crate::render::kind::{
     self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
     TlsMaterial, install,
 };
+use crate::probe::ProbeOptions;
 use crate::spec::{Controller, IngressSpec};
 use crate::tls::TestCa;
 
@@ -230,6 +229,7 @@ impl Environment for KindEnv {
     async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> crate::env::Result<Box<dyn Deployment>> {
         render::check_kind(controller, spec)?;
         let namespace = ops::namespace_name(controller, rand::random::<u32>());
+        let spec = &ops::spec_in_namespace(spec, &namespace);
         let mut opts = RenderOptions::new(&namespace);
         opts.image = self.image.clone();
         opts.tls = Some(TlsMaterial {
@@ -259,7 +259,7 @@ impl Environment for KindEnv {
             deployment.apply(&objects).await?;
             deployment.wait_rolled_out().await?;
             deployment.wait_ready_endpoints(spec.pods as usize).await?;
-            deployment.wait_routed(&spec.host).await
+            deployment.wait_routed().await
         };
         if let Err(e) = ready.await {
             // Dump before the handle's drop deletes the namespace.
@@ -300,41 +300,37 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
                 .get(inst.workload)
                 .await
                 .map_err(api_err(format!("reading {} Deployment {}", controller, inst.workload)))?;
-            let container = current
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.iter().find(|c| c.name == inst.container));
-            let current_args = container.and_then(|c| c.args.clone()).unwrap_or_default();
+            let current_args = ops::container_args(&current, inst.container);
             let merged = render::merge_traefik_args(&current_args, wanted);
-            if merged == current_args {
+            if ops::static_args_applied(&current, inst.container, &merged) {
                 return Ok(());
             }
-            tracing::info!(args = ?wanted, "restarting Traefik with new static arguments");
-            api.patch(
-                inst.workload,
-                &PatchParams::default(),
-                &Patch::Strategic(ops::container_args_patch(inst.container, &merged)),
-            )
-            .await
-            .map_err(api_err("patching Traefik's static arguments"))?;
+            if merged != current_args {
+                tracing::info!(args = ?wanted, "restarting Traefik with new static arguments");
+                api.patch(
+                    inst.workload,
+                    &PatchParams::default(),
+                    &Patch::Strategic(ops::container_args_patch(inst.container, &merged)),
+                )
+                .await
+                .map_err(api_err("patching Traefik's static arguments"))?;
+            }
+            // Also when the arguments were already in the spec: an earlier try may have patched
+            // them and given up while the old pod still served with the old ones.
             let what = "Traefik to roll out with new static arguments";
             match tokio::time::timeout(WAIT, await_condition(api, inst.workload, ops::deployment_rolled_out)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(KindError::Wait {
-                        what: what.to_owned(),
-                        detail: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(KindError::Wait {
-                        what: what.to_owned(),
-                        detail: format!("timed out after {WAIT:?}"),
-                    });
-                }
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(KindError::Wait {
+                    what: what.to_owned(),
+                    detail: e.to_string(),
+                }),
+                Err(_) => Err(KindError::Wait {
+                    what: what.to_owned(),
+                    detail: format!(
+                        "timed out after {WAIT:?} (one node: the controller's strategy must let the old pod go first)"
+                    ),
+                }),
             }
-            Ok(())
         }
     }
 }
@@ -489,21 +485,11 @@ impl KindDeployment {
         .await
     }
 
-    /// Waits until the controller routes `host` to the pods (a 2xx from `/healthz`).
-    async fn wait_routed(&self, host: &str) -> crate::env::Result<()> {
-        let what = format!("{} to route {host} (GET /healthz → 2xx)", self.controller);
-        let addr = self.endpoint.addr;
-        let tls = self.endpoint.tls.then(|| self.ca.clone());
-        poll_until(&what, WAIT, Duration::from_millis(250), || {
-            let tls = tls.clone();
-            async move {
-                match http_status(addr, host, "/healthz", tls.as_ref()).await {
-                    Ok(code) if (200..300).contains(&code) => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await
+    /// Waits until the controller routes this deployment's host to the pods (a 2xx from `/healthz`).
+    async fn wait_routed(&self) -> crate::env::Result<()> {
+        let what = format!("{} to route {} (GET /healthz → 2xx)", self.controller, self.endpoint.host);
+        let opts = readiness_probe(&self.endpoint, self.spec.proxy_protocol, Some(&self.ca))?;
+        wait_healthz(&what, &opts).await
     }
 
     async fn dump(&self, dir: &Path) -> Result<()> {
@@ -511,38 +497,46 @@ impl KindDeployment {
     }
 }
 
-/// One plain HTTP/1.1 request to `addr` with `Host: host` (TLS with the testbed CA when given);
-/// returns the status code.
-pub async fn http_status(addr: SocketAddr, host: &str, path: &str, tls: Option<&TestCa>) -> std::io::Result<u16> {
-    let tcp = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: testbed\r\n\r\n");
-    match tls {
-        None => exchange(tcp, &request).await,
-        Some(ca) => {
-            let config = ca.client_config().map_err(std::io::Error::other)?;
-            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
-            let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-            exchange(stream, &request).await
-        }
+/// The address a readiness request claims in its PROXY header (TEST-NET-1, never a real client).
+const READINESS_PROXY_CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)), 40000);
+
+/// The probe options of a readiness request to `endpoint`, made as the suite's own clients make
+/// theirs: TLS with the testbed CA when the endpoint terminates TLS, and a PROXY header when the
+/// spec turns PROXY protocol on — ingress-nginx and HAProxy then require one on every connection,
+/// so a request without it never succeeds.
+pub fn readiness_probe(
+    endpoint: &Endpoint,
+    proxy_protocol: bool,
+    ca: Option<&TestCa>,
+) -> crate::env::Result<ProbeOptions> {
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| EnvError::failed("building the readiness request", e);
+    let mut opts = ProbeOptions::new(endpoint.addr, &endpoint.http_url("/healthz")).map_err(|e| failed(e.into()))?;
+    if let Some(ca) = ca.filter(|_| endpoint.tls) {
+        opts = opts.tls(ca.client_config().map_err(|e| failed(e.into()))?);
     }
+    if proxy_protocol {
+        opts = opts.proxy_protocol(READINESS_PROXY_CLIENT);
+    }
+    Ok(opts)
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> std::io::Result<u16> {
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = vec![0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
+/// Polls `GET /healthz` with `opts` until it answers 2xx, naming `what` when it times out.
+pub async fn wait_healthz(what: &str, opts: &ProbeOptions) -> crate::env::Result<()> {
+    poll_until(what, WAIT, Duration::from_millis(250), || async {
+        match crate::probe::http_get(opts, "/healthz").await {
+            Ok(response) if response.status.is_success() => Some(()),
+            Ok(response) => {
+                tracing::debug!(status = %response.status, "{what}: not yet");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "{what}: not yet");
+                None
+            }
         }
-        len += n;
-        if buf[..len].windows(2).any(|w| w == b"\r\n") {
-            break;
-        }
-    }
-    ops::status_code(&String::from_utf8_lossy(&buf[..len]))
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
+    })
+    .await
 }
 
 /// Writes pods (YAML), events and container logs of `namespace` into `dir`.
@@ -754,25 +748,14 @@ impl Deployment for KindDeployment {
             .await
             .map_err(KindError::into_env)?;
         // The unrelated host is only served on plain HTTP; wait on that port.
-        let addr = self
-            .endpoint
-            .addr
-            .ip()
-            .to_string()
-            .parse::<std::net::IpAddr>()
-            .map(|ip| SocketAddr::new(ip, install(self.controller).http_port))
-            .unwrap_or(self.endpoint.addr);
+        let unrelated = Endpoint {
+            addr: SocketAddr::new(self.endpoint.addr.ip(), install(self.controller).http_port),
+            host: host.clone(),
+            tls: false,
+        };
         let what = format!("{} to serve the unrelated host {host}", self.controller);
-        poll_until(&what, WAIT, Duration::from_millis(250), || {
-            let host = host.clone();
-            async move {
-                match http_status(addr, &host, "/healthz", None).await {
-                    Ok(code) if (200..300).contains(&code) => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await
+        let opts = readiness_probe(&unrelated, self.spec.proxy_protocol, None)?;
+        wait_healthz(&what, &opts).await
     }
 
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {

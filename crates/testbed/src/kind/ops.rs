@@ -10,11 +10,19 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use crate::spec::Controller;
+use crate::spec::{Controller, IngressSpec};
 
 /// Namespace for one deployment: `tb-<controller>-<8 hex digits>`, a valid DNS-1123 label.
 pub fn namespace_name(controller: Controller, suffix: u32) -> String {
     format!("tb-{}-{suffix:08x}", controller.name())
+}
+
+/// `spec` as deployed in `namespace`: served on that namespace's own host
+/// ([`crate::render::kind::deployment_host`]), so no other Ingress can shadow its route.
+pub fn spec_in_namespace(spec: &IngressSpec, namespace: &str) -> IngressSpec {
+    let mut spec = spec.clone();
+    spec.host = crate::render::kind::deployment_host(namespace);
+    spec
 }
 
 /// Whether `name` is a valid DNS-1123 label (what a namespace name must be).
@@ -94,6 +102,23 @@ pub fn deployment_rolled_out(obj: Option<&Deployment>) -> bool {
         && status.replicas.unwrap_or(0) == want
 }
 
+/// The args of `container` in a Deployment's pod template (empty when unset).
+pub fn container_args(deployment: &Deployment, container: &str) -> Vec<String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default()
+}
+
+/// Whether pods with exactly `args` are what serves: in the spec *and* rolled out. Args in the spec
+/// alone prove nothing — the rollout that puts them into a pod may not have finished.
+pub fn static_args_applied(deployment: &Deployment, container: &str, args: &[String]) -> bool {
+    container_args(deployment, container) == args && deployment_rolled_out(Some(deployment))
+}
+
 /// A pod whose Ready condition is True.
 pub fn pod_ready(obj: Option<&Pod>) -> bool {
     obj.and_then(|p| p.status.as_ref())
@@ -109,7 +134,8 @@ pub fn ready_endpoint_pods(slices: &[EndpointSlice]) -> BTreeSet<String> {
         .flat_map(|s| s.endpoints.iter())
         .filter(|e| {
             let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready).unwrap_or(false) && !c.and_then(|c| c.terminating).unwrap_or(false)
+            // The API: "nil should be interpreted as true" for ready, as false for terminating.
+            c.and_then(|c| c.ready).unwrap_or(true) && !c.and_then(|c| c.terminating).unwrap_or(false)
         })
         .filter_map(|e| e.target_ref.as_ref().and_then(|r| r.name.clone()))
         .collect()
@@ -205,6 +231,32 @@ mod tests {
     }
 
     #[test]
+    fn static_args_count_only_once_rolled_out() {
+        use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+        let args = vec!["--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()];
+        let with_args = |mut d: Deployment| {
+            d.spec.as_mut().unwrap().template = PodTemplateSpec {
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "traefik".to_owned(),
+                        args: Some(args.clone()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+                ..PodTemplateSpec::default()
+            };
+            d
+        };
+        // Patched, but the surge pod never started: the old pod still runs the old args.
+        let stuck = with_args(deployment(2, 2, 1, 0, 1, 2));
+        assert_eq!(container_args(&stuck, "traefik"), args);
+        assert!(!static_args_applied(&stuck, "traefik", &args));
+        assert!(static_args_applied(&with_args(deployment(2, 2, 1, 1, 1, 1)), "traefik", &args));
+        assert!(!static_args_applied(&with_args(deployment(2, 2, 1, 1, 1, 1)), "traefik", &[]));
+    }
+
+    #[test]
     fn ready_endpoints_exclude_terminating_and_unready() {
         let ep = |name: &str, ready: bool, terminating: bool| Endpoint {
             conditions: Some(EndpointConditions {
@@ -223,6 +275,39 @@ mod tests {
             ..EndpointSlice::default()
         };
         assert_eq!(ready_endpoint_pods(&[slice]), BTreeSet::from(["a".to_owned()]));
+    }
+
+    #[test]
+    fn ready_null_means_ready() {
+        let ep = |name: &str, conditions: Option<EndpointConditions>| Endpoint {
+            conditions,
+            target_ref: Some(ObjectReference {
+                name: Some(name.to_owned()),
+                ..ObjectReference::default()
+            }),
+            ..Endpoint::default()
+        };
+        let unset = EndpointConditions::default();
+        let terminating = EndpointConditions {
+            terminating: Some(true),
+            ..EndpointConditions::default()
+        };
+        let slice = EndpointSlice {
+            endpoints: vec![ep("a", Some(unset)), ep("b", None), ep("c", Some(terminating))],
+            ..EndpointSlice::default()
+        };
+        assert_eq!(
+            ready_endpoint_pods(&[slice]),
+            BTreeSet::from(["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn deployed_spec_gets_its_namespace_host() {
+        let namespace = namespace_name(Controller::Nginx, 7);
+        let spec = spec_in_namespace(&IngressSpec::new(3), &namespace);
+        assert_eq!(spec.host, "tb-nginx-00000007.testbed.local");
+        assert_ne!(spec.host, crate::render::kind::SAMPLE_HOST);
     }
 
     #[test]

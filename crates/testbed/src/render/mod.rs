@@ -6,6 +6,7 @@
 //! the Kubernetes objects (Ingress with the controller's annotations, Service,
 //! Deployment, controller-level settings). Rendering is pure: no I/O.
 
+pub mod haproxy;
 pub mod kind;
 pub mod local;
 
@@ -39,6 +40,15 @@ pub fn check(controller: Controller, spec: &IngressSpec) -> Result<(), Unsupport
             }
             if t.tunnel.is_some() {
                 return unsupported("timeouts.tunnel", "Traefik has no tunnel timeout");
+            }
+            if spec.affinity == Affinity::ClientIp {
+                return unsupported(
+                    "affinity.client_ip",
+                    "Traefik's Kubernetes Ingress provider reads no load-balancer strategy from Ingress or \
+                     Service annotations (only sticky cookies, serversscheme, serverstransport, passhostheader, \
+                     nativelb: pkg/provider/kubernetes/ingress/annotations.go at v3.6.13); the hrw strategy \
+                     needs a TraefikService from the CRD provider, which is not the Ingress a user writes",
+                );
             }
         }
         Controller::Haproxy => {
@@ -112,6 +122,15 @@ mod tests {
         spec.timeouts.tunnel = Some(Duration::from_secs(3));
         check_unsupported(Controller::Nginx, &spec, "timeouts.tunnel");
         check_unsupported(Controller::Traefik, &spec, "timeouts.tunnel");
+        check(Controller::Haproxy, &spec).unwrap();
+    }
+
+    #[test]
+    fn traefik_client_ip_affinity_is_unsupported_in_every_environment() {
+        let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
+        check_unsupported(Controller::Traefik, &spec, "affinity.client_ip");
+        assert_eq!(check_local(Controller::Traefik, &spec).unwrap_err().knob, "affinity.client_ip");
+        check(Controller::Nginx, &spec).unwrap();
         check(Controller::Haproxy, &spec).unwrap();
     }
 

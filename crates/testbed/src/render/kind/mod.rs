@@ -15,11 +15,15 @@
 //!   `router.tls` on the Ingress; `service.sticky.cookie`, `.name`, `.maxage` on the *Service*. The
 //!   provider reads no load-balancer strategy from annotations (its `ServiceIng` has only
 //!   serversScheme, serversTransport, passHostHeader, sticky and nativeLB), so client-IP affinity
-//!   (`hrw`) would need the CRD provider's TraefikService: kind answers [`Unsupported`].
+//!   (`hrw`) would need the CRD provider's TraefikService: the shared [`crate::render::check`]
+//!   answers [`Unsupported`] in every environment.
 //!   Entry point timeouts, `lifeCycle.graceTimeOut` and `proxyProtocol` are static arguments.
-//! - HAProxy (haproxytech): `haproxy.org/timeout-server` and `load-balance` on Ingress;
-//!   `cookie-persistence` on the Service (ignored on an Ingress); ConfigMap-only keys
-//!   `timeout-tunnel`, `timeout-client`, `hard-stop-after`, `proxy-protocol`.
+//! - HAProxy (haproxytech v3.2.6): `load-balance` on the Ingress; `cookie-persistence` on the
+//!   Service (the controller reads it from Service, Ingress and ConfigMap, in that order:
+//!   documentation/annotations.md, pkg/service/service.go); timeouts as ConfigMap keys
+//!   `timeout-client`, `timeout-server`, `timeout-tunnel` (one mapping shared with the local
+//!   renderer: [`crate::render::local::haproxy::timeouts`]); ConfigMap-only `hard-stop-after`,
+//!   `proxy-protocol`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +44,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
+use crate::render::haproxy;
 use crate::spec::{Affinity, Controller, IngressSpec, Unsupported};
 
 /// Name of the ws-echo Deployment, Service and Ingress in each test namespace.
@@ -57,6 +62,11 @@ pub const TLS_SECRET_NAME: &str = "ws-echo-tls";
 pub const KIND_NODE_CIDR: &str = "172.18.0.0/16";
 /// Namespace and labels of a Prometheus that may scrape ws-echo's `/metrics`.
 pub const MONITORING_NAMESPACE: &str = "monitoring";
+/// Host of the sample app `cargo xtask up` deploys. No test Ingress uses it: two Ingresses of one
+/// class with the same host and path shadow each other (ingress-nginx keeps the oldest,
+/// internal/ingress/controller/controller.go; Traefik's order between equal routers is
+/// unspecified; HAProxy's route map gets two rows with one key).
+pub const SAMPLE_HOST: &str = "sample.testbed.local";
 /// Field manager for every server-side apply the testbed makes.
 pub const FIELD_MANAGER: &str = "ws-ingress-testbed";
 
@@ -223,15 +233,6 @@ pub fn check_kind(controller: Controller, spec: &IngressSpec) -> Result<(), Unsu
     crate::render::check(controller, spec)?;
     let unsupported = |knob: &str, reason: &str| Err(Unsupported::new(controller, knob, reason));
     match (controller, &spec.affinity) {
-        (Controller::Traefik, Affinity::ClientIp) => {
-            return unsupported(
-                "affinity.client_ip",
-                "Traefik's Kubernetes Ingress provider reads no load-balancer strategy from Ingress or \
-                 Service annotations (only sticky cookies, serversscheme, serverstransport, passhostheader, \
-                 nativelb); the hrw strategy needs a TraefikService from the CRD provider, and the testbed \
-                 tests the same Ingress object for every controller",
-            );
-        }
         (Controller::Haproxy, Affinity::Cookie(cookie)) if cookie.max_age_secs.is_some() => {
             return unsupported(
                 "affinity.cookie.max_age_secs",
@@ -545,8 +546,8 @@ pub fn ingress_annotations(controller: Controller, spec: &IngressSpec) -> BTreeM
         }
         Controller::Haproxy => {
             let key = |k: &str| format!("haproxy.org/{k}");
-            if let Some(read) = t.read {
-                a.insert(key("timeout-server"), go_duration(read));
+            for timeout in haproxy::timeouts(spec).iter().filter(|k| k.scope == haproxy::Scope::Ingress) {
+                a.insert(key(timeout.key), go_duration(timeout.value));
             }
             if let Affinity::ClientIp = spec.affinity {
                 a.insert(key("load-balance"), "source".to_owned());
@@ -597,11 +598,19 @@ fn ingress(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> 
     }
 }
 
+/// The host a test deployment in `namespace` is served on: unique per namespace, so no other
+/// Ingress (the sample app, a namespace still terminating from an earlier test) shares its route.
+/// One DNS label under testbed.local, so the testbed CA's `*.testbed.local` covers it.
+pub fn deployment_host(namespace: &str) -> String {
+    format!("{namespace}.testbed.local")
+}
+
 /// An Ingress for a host nobody dials: applying it is the "unrelated configuration change" that
-/// makes ingress-nginx and HAProxy reload.
+/// makes ingress-nginx reload. Its host is new to the controller (unique per namespace and serial):
+/// a host another Ingress already serves would change nothing and provoke nothing.
 pub fn unrelated_ingress(controller: Controller, opts: &RenderOptions, serial: u32) -> Ingress {
     let mut spec = IngressSpec::new(1);
-    spec.host = format!("unrelated-{serial}.testbed.local");
+    spec.host = format!("unrelated-{serial}-{}.testbed.local", opts.namespace);
     let mut ing = ingress(controller, &spec, opts);
     ing.metadata.name = Some(format!("unrelated-{serial}"));
     ing.metadata.annotations = None;
@@ -711,9 +720,8 @@ pub fn controller_settings(controller: Controller, spec: &IngressSpec) -> Contro
         ])),
         Controller::Haproxy => {
             let mut data = BTreeMap::from([("hard-stop-after".to_owned(), go_duration(drain))]);
-            // timeout tunnel applies once a connection is upgraded: it is the idle timeout of a WebSocket.
-            if let Some(tunnel) = spec.timeouts.tunnel.or(spec.timeouts.idle) {
-                data.insert("timeout-tunnel".to_owned(), go_duration(tunnel));
+            for timeout in haproxy::timeouts(spec).iter().filter(|k| k.scope == haproxy::Scope::ConfigMap) {
+                data.insert(timeout.key.to_owned(), go_duration(timeout.value));
             }
             if spec.proxy_protocol {
                 data.insert("proxy-protocol".to_owned(), "0.0.0.0/0".to_owned());
@@ -790,11 +798,13 @@ pub fn helm_values(controller: Controller) -> serde_json::Value {
                 "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS,
                 "admissionWebhooks": {"enabled": false},
                 "config": {"worker-shutdown-timeout": drain, "use-proxy-protocol": "false"},
+                "updateStrategy": one_node_rollout(),
             }
         }),
         Controller::Traefik => json!({
+            // Chart v36 removed root `globalArguments` (39.0.8's values.schema.json rejects it);
+            // these two keys render --global.checkNewVersion/--global.sendAnonymousUsage=false.
             "global": {"checkNewVersion": false, "sendAnonymousUsage": false},
-            "globalArguments": ["--global.checknewversion=false", "--global.sendanonymoususage=false"],
             "ingressClass": {"enabled": true, "isDefaultClass": false, "name": class},
             "providers": {
                 "kubernetesIngress": {"enabled": true, "publishedService": {"enabled": false}},
@@ -808,6 +818,7 @@ pub fn helm_values(controller: Controller) -> serde_json::Value {
             "nodeSelector": node_selector,
             "tolerations": tolerations,
             "deployment": {"replicas": 1, "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS},
+            "updateStrategy": one_node_rollout(),
             "additionalArguments": [
                 format!("--entryPoints.web.transport.lifeCycle.graceTimeOut={drain}"),
                 format!("--entryPoints.websecure.transport.lifeCycle.graceTimeOut={drain}"),
@@ -817,12 +828,16 @@ pub fn helm_values(controller: Controller) -> serde_json::Value {
             "controller": {
                 "kind": "DaemonSet",
                 "ingressClass": class,
-                "ingressClassResource": {"name": class, "enabled": true, "default": false},
+                // Chart 1.49.0 creates the IngressClass unconditionally (no `enabled` key).
+                "ingressClassResource": {"name": class, "default": false},
                 "daemonset": {
                     "useHostPort": true,
                     "hostPorts": {"http": inst.http_port, "https": inst.https_port, "stat": 38024},
                 },
                 "service": {"enabled": false},
+                // Its default (true) passes --publish-service naming the Service disabled above.
+                "publishService": {"enabled": false},
+                "strategy": one_node_rollout(),
                 "nodeSelector": node_selector,
                 "tolerations": tolerations,
                 "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS,
@@ -830,6 +845,21 @@ pub fn helm_values(controller: Controller) -> serde_json::Value {
             }
         }),
     }
+}
+
+/// The rollout strategy of a controller that holds hostPorts on a one-node cluster: the old pod
+/// must go before the new one can bind the ports (ingress-nginx's own kind manifest sets
+/// maxUnavailable 1). A surge pod (Traefik's chart default maxSurge 1 / maxUnavailable 0, or the
+/// Kubernetes default 25 %/25 % of one replica) stays Pending forever and the rollout never ends.
+fn one_node_rollout() -> serde_json::Value {
+    serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+}
+
+/// The sample app `cargo xtask up` deploys behind every controller (`manifests/sample/`).
+pub fn sample_spec() -> IngressSpec {
+    let mut spec = IngressSpec::new(3);
+    spec.host = SAMPLE_HOST.to_owned();
+    spec
 }
 
 /// The sample specs committed under `manifests/`: a plain one and one per interesting knob.
@@ -1010,6 +1040,33 @@ mod tests {
         assert!(args.contains(&"--entryPoints.web.proxyProtocol.trustedIPs=0.0.0.0/0".to_owned()));
     }
 
+    /// kind gives the controller keys; local writes the lines the controller makes of them. Both
+    /// read render::haproxy, so one spec means one set of HAProxy timeouts in either environment.
+    #[test]
+    fn haproxy_timeouts_are_the_same_in_kind_and_local() {
+        use crate::render::local::{haproxy as local, test_support::context};
+        let mut spec = IngressSpec::new(3).with_idle_timeout(Duration::from_secs(3));
+        spec.timeouts.read = Some(Duration::from_millis(2500));
+        let ControllerSettings::ConfigMap(cm) = controller_settings(Controller::Haproxy, &spec) else {
+            panic!("haproxy uses a ConfigMap")
+        };
+        let data = cm.data.unwrap();
+        let annotations = ingress_annotations(Controller::Haproxy, &spec);
+        let slots: Vec<_> = context().backends.pods.iter().copied().map(Some).collect();
+        let cfg = local::render(&spec, &context(), &slots).unwrap();
+        let (defaults, backend) = cfg.split_once("\nbackend ").unwrap();
+        for directive in ["client", "server", "tunnel"] {
+            let value = &data[&format!("timeout-{directive}")];
+            assert!(
+                defaults.contains(&format!("timeout {directive} {value}")),
+                "ConfigMap timeout-{directive}: {value} is not local's defaults:\n{defaults}"
+            );
+        }
+        let server = &annotations["haproxy.org/timeout-server"];
+        assert_eq!(server, "2500ms");
+        assert!(backend.contains(&format!("timeout server {server}")), "{backend}");
+    }
+
     #[test]
     fn traefik_args_merge_replaces_only_managed_ones() {
         let current = vec![
@@ -1026,6 +1083,36 @@ mod tests {
                 "--global.checknewversion=false".to_owned(),
                 "--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()
             ]
+        );
+    }
+
+    /// The offline guard; `cargo xtask charts` checks the same against the rendered charts.
+    #[test]
+    fn helm_values_let_the_old_controller_pod_go_first_on_one_node() {
+        let strategies = [
+            (Controller::Nginx, &helm_values(Controller::Nginx)["controller"]["updateStrategy"]),
+            (Controller::Traefik, &helm_values(Controller::Traefik)["updateStrategy"]),
+            (Controller::Haproxy, &helm_values(Controller::Haproxy)["controller"]["strategy"]),
+        ];
+        for (controller, strategy) in strategies {
+            assert_eq!(strategy["type"], "RollingUpdate", "{controller}: {strategy}");
+            assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1, "{controller}: {strategy}");
+            assert_eq!(strategy["rollingUpdate"]["maxSurge"], 0, "{controller}: {strategy}");
+        }
+    }
+
+    #[test]
+    fn helm_values_use_no_key_the_pinned_charts_dropped() {
+        let traefik = helm_values(Controller::Traefik);
+        assert!(traefik.get("globalArguments").is_none(), "removed in Traefik chart v36");
+        let haproxy = helm_values(Controller::Haproxy);
+        assert!(
+            haproxy["controller"]["ingressClassResource"].get("enabled").is_none(),
+            "HAProxy chart 1.49.0 reads no ingressClassResource.enabled"
+        );
+        assert_eq!(
+            haproxy["controller"]["publishService"]["enabled"], false,
+            "publish-service would name the Service the values disable"
         );
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::{LocalContext, NAMESPACE, Result, SERVICE, time_value};
 use crate::render::check_local;
+use crate::render::haproxy::{self, Scope};
 use crate::spec::{Affinity, Controller, IngressSpec};
 
 /// The controller's `scale-server-slots` default.
@@ -60,7 +61,7 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     check_local(Controller::Haproxy, spec)?;
     let dir = ctx.runtime_dir.display();
     let backend = backend_name();
-    let t = &spec.timeouts;
+    let timeouts = haproxy::timeouts(spec);
     let hard_stop = spec.data_plane.drain_limit.unwrap_or(DEFAULT_HARD_STOP_AFTER);
 
     let mut c = String::new();
@@ -98,16 +99,11 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     let _ = writeln!(w, "  option dontlognull");
     let _ = writeln!(w, "  option http-keep-alive");
     for (name, default) in DEFAULT_TIMEOUTS {
-        // timeouts.idle is the controller's timeout-client/-server/-tunnel
-        // ConfigMap keys set together: an idle upgraded connection is cut by
-        // `timeout tunnel`, before the upgrade by client/server.
-        let value = match name {
-            "client" => t.idle,
-            "server" => t.read.or(t.idle),
-            "tunnel" => t.tunnel.or(t.idle),
-            _ => None,
-        }
-        .unwrap_or(default);
+        // The ConfigMap's timeout keys land here (render::haproxy, shared with kind).
+        let value = timeouts
+            .iter()
+            .find(|k| k.scope == Scope::ConfigMap && k.directive() == name)
+            .map_or(default, |k| k.value);
         let _ = writeln!(w, "  timeout {name} {}", time_value(value));
     }
     let _ = writeln!(w, "  timeout http-keep-alive {}", time_value(DEFAULT_KEEP_ALIVE));
@@ -162,9 +158,9 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
         let _ = writeln!(w, "{line}");
         let _ = writeln!(w, "  dynamic-cookie-key ohph7OoGhong");
     }
-    if let Some(tunnel) = t.tunnel {
-        let _ = writeln!(w, "  # haproxy.org/timeout-tunnel");
-        let _ = writeln!(w, "  timeout tunnel {}", time_value(tunnel));
+    for key in timeouts.iter().filter(|k| k.scope == Scope::Ingress) {
+        let _ = writeln!(w, "  # haproxy.org/{}", key.key);
+        let _ = writeln!(w, "  timeout {} {}", key.directive(), time_value(key.value));
     }
     let count = ctx.backends.server_slots.max(slots.len() as u32);
     for n in 1..=count {
@@ -245,7 +241,12 @@ mod tests {
         let conf = render_ok(&spec, &context());
         check(
             &conf,
-            &["timeout tunnel 4s", "timeout server 2500ms", "timeout client 50s"],
+            &[
+                "timeout tunnel 4s",
+                "timeout client 50s",
+                "timeout server 50s",
+                "# haproxy.org/timeout-server\n  timeout server 2500ms",
+            ],
         );
     }
 

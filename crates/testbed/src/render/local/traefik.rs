@@ -110,7 +110,9 @@ pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr
     lb.insert("servers".into(), Value::Array(servers));
     lb.insert("passHostHeader".into(), json!(true));
     match &spec.affinity {
-        Affinity::None => {}
+        // Client-IP affinity never gets here: render::check refuses it, as the Ingress provider
+        // cannot express it.
+        Affinity::None | Affinity::ClientIp => {}
         Affinity::Cookie(cookie) => {
             let mut c = Map::new();
             c.insert("name".into(), json!(cookie.name));
@@ -119,10 +121,6 @@ pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr
                 c.insert("maxAge".into(), json!(age));
             }
             lb.insert("sticky".into(), json!({ "cookie": c }));
-        }
-        Affinity::ClientIp => {
-            // Highest random weight over the client address (Traefik >= 3.6).
-            lb.insert("strategy".into(), json!("hrw"));
         }
     }
     let mut config = json!({
@@ -263,9 +261,10 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_affinity_uses_hrw() {
+    fn client_ip_affinity_is_refused_as_the_ingress_provider_cannot_express_it() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
-        check(&dynamic(&spec, &context()), &["strategy: hrw"]);
+        let err = render_dynamic(&spec, &context(), &[], 1).unwrap_err();
+        assert!(err.to_string().contains("affinity.client_ip"), "{err}");
     }
 
     #[test]
