@@ -181,13 +181,30 @@ fn pull_argv(helm: &Path, pin: &ChartPin, dir: &Path) -> Vec<String> {
     .into()
 }
 
+/// What an earlier `helm pull --untar` left in `dir`: the chart directory and the archive, which helm
+/// keeps beside it. helm refuses to unpack over either.
+fn pulled_paths(pin: &ChartPin, dir: &Path) -> [PathBuf; 2] {
+    [
+        dir.join(&pin.chart),
+        dir.join(format!("{}-{}.tgz", pin.chart, pin.chart_version)),
+    ]
+}
+
 fn pull(helm: &Path, pins: &Pins, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for pin in pins.controllers.values() {
-        // `helm pull --untar` refuses to unpack over an existing directory.
-        let unpacked = dir.join(&pin.chart);
-        if unpacked.exists() {
-            std::fs::remove_dir_all(&unpacked).with_context(|| format!("removing {}", unpacked.display()))?;
+        for path in pulled_paths(pin, dir) {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
         }
         let argv = pull_argv(helm, pin, dir);
         eprintln!("charts: {}", argv.join(" "));
@@ -1393,6 +1410,13 @@ mod tests {
                 "/w/target/charts"
             ]
         );
+    }
+
+    #[test]
+    fn pull_again_first_removes_what_the_last_pull_left() {
+        let [chart, archive] = pulled_paths(&pin(), Path::new("/w/target/charts"));
+        assert_eq!(chart, Path::new("/w/target/charts/traefik"));
+        assert_eq!(archive, Path::new("/w/target/charts/traefik-39.0.8.tgz"));
     }
 
     #[test]

@@ -85,7 +85,6 @@ impl E2e {
             )?),
         };
 
-
         let results = root.join("target/testbed/results").join(self.env.name());
         if results.exists() {
             std::fs::remove_dir_all(&results).with_context(|| format!("clearing {}", results.display()))?;

@@ -196,7 +196,9 @@ mod tests {
         );
         assert!(md.contains("Knob: `timeout tunnel`"), "{md}");
         assert!(
-            md.contains("2 passed, 1 failed, 0 not supported by the controller, 0 not applicable in this environment in 61 s"),
+            md.contains(
+                "2 passed, 1 failed, 0 not supported by the controller, 0 not applicable in this environment in 61 s"
+            ),
             "{md}"
         );
     }

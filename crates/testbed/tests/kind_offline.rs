@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
-    ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_spec, sample_specs, to_yaml_doc,
-    unrelated_ingress,
+    ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_spec, sample_specs,
+    to_yaml_doc, unrelated_ingress,
 };
 use testbed::spec::{Affinity, Controller, CookieAffinity, IngressSpec};
 
@@ -529,7 +529,10 @@ fn no_test_ingress_shares_a_route_with_the_sample_app() -> anyhow::Result<()> {
             yaml.push_str("---\n");
             yaml.push_str(&to_yaml_doc(&unrelated_ingress(controller, &opts, 0)));
             for route in ingress_routes(&yaml)? {
-                ensure!(seen.insert(route.clone()), "{controller}: route {route:?} is served twice");
+                ensure!(
+                    seen.insert(route.clone()),
+                    "{controller}: route {route:?} is served twice"
+                );
             }
         }
     }

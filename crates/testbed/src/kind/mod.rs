@@ -38,11 +38,11 @@ use serde::de::DeserializeOwned;
 use crate::env::{
     Deployment, Endpoint, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
 };
+use crate::probe::ProbeOptions;
 use crate::render::kind::{
     self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
     TlsMaterial, install,
 };
-use crate::probe::ProbeOptions;
 use crate::spec::{Controller, IngressSpec};
 use crate::tls::TestCa;
 
@@ -487,7 +487,10 @@ impl KindDeployment {
 
     /// Waits until the controller routes this deployment's host to the pods (a 2xx from `/healthz`).
     async fn wait_routed(&self) -> crate::env::Result<()> {
-        let what = format!("{} to route {} (GET /healthz → 2xx)", self.controller, self.endpoint.host);
+        let what = format!(
+            "{} to route {} (GET /healthz → 2xx)",
+            self.controller, self.endpoint.host
+        );
         let opts = readiness_probe(&self.endpoint, self.spec.proxy_protocol, Some(&self.ca))?;
         wait_healthz(&what, &opts).await
     }

@@ -252,8 +252,16 @@ mod tests {
         let stuck = with_args(deployment(2, 2, 1, 0, 1, 2));
         assert_eq!(container_args(&stuck, "traefik"), args);
         assert!(!static_args_applied(&stuck, "traefik", &args));
-        assert!(static_args_applied(&with_args(deployment(2, 2, 1, 1, 1, 1)), "traefik", &args));
-        assert!(!static_args_applied(&with_args(deployment(2, 2, 1, 1, 1, 1)), "traefik", &[]));
+        assert!(static_args_applied(
+            &with_args(deployment(2, 2, 1, 1, 1, 1)),
+            "traefik",
+            &args
+        ));
+        assert!(!static_args_applied(
+            &with_args(deployment(2, 2, 1, 1, 1, 1)),
+            "traefik",
+            &[]
+        ));
     }
 
     #[test]

@@ -52,6 +52,16 @@ pub fn check(controller: Controller, spec: &IngressSpec) -> Result<(), Unsupport
             }
         }
         Controller::Haproxy => {
+            if let Affinity::Cookie(cookie) = &spec.affinity
+                && cookie.max_age_secs.is_some()
+            {
+                return unsupported(
+                    "affinity.cookie.max_age_secs",
+                    "haproxy.org/cookie-persistence takes only the cookie name; the controller renders \
+                     `cookie <name> insert indirect nocache dynamic` with no maxlife/maxidle or attributes \
+                     (pkg/annotations/service/cookie.go at v3.2.6)",
+                );
+            }
             if t.send.is_some() {
                 return unsupported(
                     "timeouts.send",
@@ -129,7 +139,10 @@ mod tests {
     fn traefik_client_ip_affinity_is_unsupported_in_every_environment() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
         check_unsupported(Controller::Traefik, &spec, "affinity.client_ip");
-        assert_eq!(check_local(Controller::Traefik, &spec).unwrap_err().knob, "affinity.client_ip");
+        assert_eq!(
+            check_local(Controller::Traefik, &spec).unwrap_err().knob,
+            "affinity.client_ip"
+        );
         check(Controller::Nginx, &spec).unwrap();
         check(Controller::Haproxy, &spec).unwrap();
     }

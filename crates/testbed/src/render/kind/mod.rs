@@ -232,16 +232,6 @@ pub fn to_yaml_doc<T: Serialize>(obj: &T) -> String {
 pub fn check_kind(controller: Controller, spec: &IngressSpec) -> Result<(), Unsupported> {
     crate::render::check(controller, spec)?;
     let unsupported = |knob: &str, reason: &str| Err(Unsupported::new(controller, knob, reason));
-    match (controller, &spec.affinity) {
-        (Controller::Haproxy, Affinity::Cookie(cookie)) if cookie.max_age_secs.is_some() => {
-            return unsupported(
-                "affinity.cookie.max_age_secs",
-                "haproxy.org/cookie-persistence takes only the cookie name; the controller renders \
-                 `cookie <name> insert indirect nocache dynamic` with no maxlife/maxidle",
-            );
-        }
-        _ => {}
-    }
     if spec.pods == 0 {
         return unsupported(
             "pods",
@@ -474,7 +464,8 @@ fn service(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> 
             }
         }
         (Controller::Haproxy, Affinity::Cookie(cookie)) => {
-            // Only honoured on the Service or the ConfigMap, not on an Ingress.
+            // Read from Service, Ingress and ConfigMap (the Service first); on the Service it pins
+            // this backend whichever Ingress routes to it.
             annotations.insert("haproxy.org/cookie-persistence".to_owned(), cookie.name.clone());
         }
         _ => {}
@@ -546,7 +537,10 @@ pub fn ingress_annotations(controller: Controller, spec: &IngressSpec) -> BTreeM
         }
         Controller::Haproxy => {
             let key = |k: &str| format!("haproxy.org/{k}");
-            for timeout in haproxy::timeouts(spec).iter().filter(|k| k.scope == haproxy::Scope::Ingress) {
+            for timeout in haproxy::timeouts(spec)
+                .iter()
+                .filter(|k| k.scope == haproxy::Scope::Ingress)
+            {
                 a.insert(key(timeout.key), go_duration(timeout.value));
             }
             if let Affinity::ClientIp = spec.affinity {
@@ -720,7 +714,10 @@ pub fn controller_settings(controller: Controller, spec: &IngressSpec) -> Contro
         ])),
         Controller::Haproxy => {
             let mut data = BTreeMap::from([("hard-stop-after".to_owned(), go_duration(drain))]);
-            for timeout in haproxy::timeouts(spec).iter().filter(|k| k.scope == haproxy::Scope::ConfigMap) {
+            for timeout in haproxy::timeouts(spec)
+                .iter()
+                .filter(|k| k.scope == haproxy::Scope::ConfigMap)
+            {
                 data.insert(timeout.key.to_owned(), go_duration(timeout.value));
             }
             if spec.proxy_protocol {
@@ -953,7 +950,7 @@ mod tests {
         let ing = haproxy.ingress.metadata.annotations.unwrap_or_default();
         assert!(
             !ing.contains_key("haproxy.org/cookie-persistence"),
-            "ignored on an Ingress: {ing:?}"
+            "set once, on the Service: {ing:?}"
         );
     }
 
@@ -1090,13 +1087,22 @@ mod tests {
     #[test]
     fn helm_values_let_the_old_controller_pod_go_first_on_one_node() {
         let strategies = [
-            (Controller::Nginx, &helm_values(Controller::Nginx)["controller"]["updateStrategy"]),
+            (
+                Controller::Nginx,
+                &helm_values(Controller::Nginx)["controller"]["updateStrategy"],
+            ),
             (Controller::Traefik, &helm_values(Controller::Traefik)["updateStrategy"]),
-            (Controller::Haproxy, &helm_values(Controller::Haproxy)["controller"]["strategy"]),
+            (
+                Controller::Haproxy,
+                &helm_values(Controller::Haproxy)["controller"]["strategy"],
+            ),
         ];
         for (controller, strategy) in strategies {
             assert_eq!(strategy["type"], "RollingUpdate", "{controller}: {strategy}");
-            assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1, "{controller}: {strategy}");
+            assert_eq!(
+                strategy["rollingUpdate"]["maxUnavailable"], 1,
+                "{controller}: {strategy}"
+            );
             assert_eq!(strategy["rollingUpdate"]["maxSurge"], 0, "{controller}: {strategy}");
         }
     }

@@ -151,11 +151,8 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     let _ = writeln!(w, "  option forwardfor");
     if let Affinity::Cookie(cookie) = &spec.affinity {
         let _ = writeln!(w, "  # cookie-persistence: {}", cookie.name);
-        let mut line = format!("  cookie {} insert indirect nocache dynamic", cookie.name);
-        if let Some(age) = cookie.max_age_secs {
-            let _ = write!(line, " attr \"Max-Age={age}\"");
-        }
-        let _ = writeln!(w, "{line}");
+        // pkg/annotations/service/cookie.go: name only, no maxlife or attributes.
+        let _ = writeln!(w, "  cookie {} insert indirect nocache dynamic", cookie.name);
         let _ = writeln!(w, "  dynamic-cookie-key ohph7OoGhong");
     }
     for key in timeouts.iter().filter(|k| k.scope == Scope::Ingress) {
@@ -288,12 +285,12 @@ mod tests {
     }
 
     #[test]
-    fn cookie_max_age_becomes_a_cookie_attribute() {
+    fn cookie_max_age_is_unsupported_as_the_controller_takes_only_a_name() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::Cookie(CookieAffinity {
             name: "SESSION".to_owned(),
             max_age_secs: Some(600),
         }));
-        check(&render_ok(&spec, &context()), &["dynamic attr \"Max-Age=600\""]);
+        assert_eq!(render_ok_err(&spec).knob, "affinity.cookie.max_age_secs");
     }
 
     #[test]
