@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use testbed::render::{self, kind, local};
-use testbed::{Controller, IngressSpec};
+use testbed::render::{kind, local};
+use model::capability::check;
+use model::{Controller, EnvKind, IngressSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = serde_json::from_slice::<IngressSpec>(data) else {
@@ -14,12 +15,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let ctx = context(spec.tls);
     for controller in Controller::ALL {
-        if render::check(controller, &spec).is_ok() {
+        if check(controller, EnvKind::Kind, &spec).is_ok() {
             if let Ok(objects) = kind::render(controller, &spec, &kind::RenderOptions::new("fuzz")) {
                 let _ = objects.to_yaml();
             }
         }
-        if render::check_local(controller, &spec).is_err() {
+        if check(controller, EnvKind::Local, &spec).is_err() {
             continue;
         }
         let _ = match controller {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use testbed::probe::{ProxyV1, parse_proxy_v1, write_proxy_v1};
+use probe::{ProxyV1, parse_proxy_v1, write_proxy_v1};
 
 fuzz_target!(|data: &[u8]| {
     let Ok((header, consumed)) = parse_proxy_v1(data) else {

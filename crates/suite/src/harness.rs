@@ -10,11 +10,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use model::EnvKind;
+use model::{Controller, IngressSpec};
+use probe::{ProbeOptions, Timeline};
 use report::model::{Caveat, Marker};
 use report::{BehaviourResult, Figure, Lane, Outcome};
-use testbed::env::{EnvError, EnvKind, TerminationRecord, Versions};
-use testbed::probe::{ProbeOptions, Timeline};
-use testbed::{Controller, Deployment, IngressSpec};
+use testbed::Deployment;
+use testbed::env::{EnvError, TerminationRecord, Versions};
 
 use crate::catalogue;
 use crate::lanes;
@@ -137,7 +139,7 @@ where
     crate::init_tracing();
     let started = Instant::now();
     let (index, entry) = catalogue::find(behaviour).unwrap_or_else(|| panic!("{behaviour} is not in the catalogue"));
-    let env = EnvKind::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let env = EnvKind::current().unwrap_or_else(|e| panic!("{e}"));
     let profile = profile::load(controller).unwrap_or_else(|e| panic!("{e}"));
     let expectation = profile.get(behaviour).unwrap_or_else(|e| panic!("{e}")).clone();
     let expected = expectation.observed_in(env).to_owned();
@@ -292,7 +294,7 @@ pub fn results_dir(env: EnvKind) -> PathBuf {
 }
 
 fn write_result(result: &BehaviourResult) {
-    let dir = results_dir(EnvKind::from_env().unwrap_or(EnvKind::Local));
+    let dir = results_dir(EnvKind::current().unwrap_or(EnvKind::Local));
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let json = serde_json::to_vec_pretty(result).map_err(std::io::Error::other)?;
@@ -308,7 +310,7 @@ fn write_result(result: &BehaviourResult) {
 }
 
 fn write_versions(controller: Controller, versions: &Versions) {
-    let dir = results_dir(EnvKind::from_env().unwrap_or(EnvKind::Local)).join("versions");
+    let dir = results_dir(EnvKind::current().unwrap_or(EnvKind::Local)).join("versions");
     let run = report::model::RunVersions {
         controller: versions.controller.clone(),
         data_plane: versions.data_plane.clone(),

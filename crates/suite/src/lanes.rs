@@ -1,7 +1,7 @@
 //! Turns probe timelines into the report's timeline lanes.
 
+use probe::{End, EventKind, Timeline};
 use report::{Lane, LaneEnd, LaneEvent};
-use testbed::probe::{End, EventKind, Timeline};
 
 /// A lane for `timeline`, on an axis whose zero is `t0_unix_ms`.
 pub fn from_timeline(label: String, timeline: &Timeline, t0_unix_ms: f64) -> Lane {

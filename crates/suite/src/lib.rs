@@ -1,7 +1,7 @@
 //! The WebSocket behaviour suite: catalogue, expectations, and the harness that records results.
 //!
 //! The tests themselves live in `tests/behaviours.rs`; they only build
-//! [`testbed::IngressSpec`]s and measure through the probe.
+//! `model::IngressSpec`s and measure through the probe.
 //! **Invariant:** nothing here names a controller-specific knob; only the
 //! renderers in `testbed::render` do.
 

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use model::{Controller, EnvKind};
 use serde::Deserialize;
-use testbed::{Controller, EnvKind};
 
 pub type Result<T, E = ProfileError> = std::result::Result<T, E>;
 

@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use model::{Affinity, Controller, CookieAffinity, IngressSpec};
+use model::{Drain, PodSettings};
+use probe::{self, Backoff, End, Incoming, ProbeOptions, hold_idle, hold_pinging, open_continuously};
 use rstest::rstest;
 use suite::Ctx;
-use testbed::probe::{self, Backoff, End, Incoming, ProbeOptions, hold_idle, hold_pinging, open_continuously};
-use testbed::spec::{Drain, PodSettings};
-use testbed::{Affinity, Controller, CookieAffinity, IngressSpec};
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const RECV: Duration = Duration::from_secs(5);

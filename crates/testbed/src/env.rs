@@ -6,13 +6,12 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Controller, IngressSpec, Unsupported};
+use model::{Controller, Endpoint, EnvKind, IngressSpec, UnknownEnv, Unsupported};
 
 pub type Result<T, E = EnvError> = std::result::Result<T, E>;
 
@@ -20,8 +19,8 @@ pub type Result<T, E = EnvError> = std::result::Result<T, E>;
 pub enum EnvError {
     #[error("{0}")]
     Unsupported(#[from] Unsupported),
-    #[error("unknown TESTBED_ENV {given:?}: expected local or kind")]
-    UnknownEnv { given: String },
+    #[error("TESTBED_ENV: {0}")]
+    UnknownEnv(#[from] UnknownEnv),
     #[error("no pod named {pod:?} in this deployment")]
     NoSuchPod { pod: String },
     #[error("timed out after {after:?} waiting for {what}")]
@@ -43,76 +42,9 @@ impl EnvError {
     }
 }
 
-/// Which environment runs the suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnvKind {
-    Local,
-    Kind,
-}
-
-impl EnvKind {
-    /// `TESTBED_ENV`, default `local`.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("TESTBED_ENV") {
-            Ok(v) if !v.is_empty() => v.parse(),
-            _ => Ok(EnvKind::Local),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EnvKind::Local => "local",
-            EnvKind::Kind => "kind",
-        }
-    }
-}
-
-impl fmt::Display for EnvKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for EnvKind {
-    type Err = EnvError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "local" => Ok(EnvKind::Local),
-            "kind" => Ok(EnvKind::Kind),
-            _ => Err(EnvError::UnknownEnv { given: s.to_owned() }),
-        }
-    }
-}
-
 /// `TESTBED_KEEP=1` keeps processes, temp dirs and namespaces for debugging.
 pub fn keep_requested() -> bool {
     matches!(std::env::var("TESTBED_KEEP").as_deref(), Ok("1" | "true" | "yes"))
-}
-
-/// Where a test dials the ingress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// Address the ingress listens on (always loopback here).
-    pub addr: SocketAddr,
-    /// Host header / SNI name the Ingress rule matches.
-    pub host: String,
-    /// TLS is terminated at the ingress.
-    pub tls: bool,
-}
-
-impl Endpoint {
-    /// `ws://host:port/path` (or `wss://`); dial [`Endpoint::addr`] with this URL.
-    pub fn ws_url(&self, path_and_query: &str) -> String {
-        let scheme = if self.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}:{}{}", self.host, self.addr.port(), path_and_query)
-    }
-
-    pub fn http_url(&self, path_and_query: &str) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}:{}{}", self.host, self.addr.port(), path_and_query)
-    }
 }
 
 /// A pod as the environment sees it.
@@ -199,7 +131,7 @@ pub trait Deployment: Send + Sync {
     fn spec(&self) -> &IngressSpec;
     fn endpoint(&self) -> &Endpoint;
     /// The CA whose certificate the ingress serves when the spec asks for TLS.
-    fn tls_ca(&self) -> Option<&crate::tls::TestCa>;
+    fn tls_ca(&self) -> Option<&probe::tls::TestCa>;
     async fn versions(&self) -> Versions;
 
     /// Pods that exist now (ready or not), in name order.
@@ -230,7 +162,7 @@ pub trait Deployment: Send + Sync {
 
 /// Opens the environment `TESTBED_ENV` names.
 pub async fn from_env() -> Result<Box<dyn Environment>> {
-    match EnvKind::from_env()? {
+    match EnvKind::current()? {
         EnvKind::Local => Ok(Box::new(crate::local::LocalEnv::new()?)),
         EnvKind::Kind => Ok(Box::new(crate::kind::KindEnv::connect().await?)),
     }

@@ -1,18 +1,15 @@
-//! The testbed harness: one ingress model, two environments, the probe client.
+//! The testbed harness: the two environments that deploy an ingress spec, and how each
+//! controller is rendered and driven in them.
 //!
-//! Read [`spec`] first (what a test asks of the ingress), then [`env`] (what
-//! an environment can do), then [`probe`] (how tests talk WebSocket).
+//! Read `model` first (what a test asks of the ingress, which controllers exist, what each can
+//! express), then [`env`] (what an environment can do), then the `probe` crate (how tests talk
+//! WebSocket).
 
 mod cleanup;
 pub mod env;
 pub mod kind;
-pub mod load;
 pub mod local;
-pub mod probe;
 pub mod render;
-pub mod spec;
-pub mod tls;
 pub mod tools;
 
-pub use env::{Deployment, Endpoint, EnvKind, Environment, Pod};
-pub use spec::{Affinity, Controller, CookieAffinity, IngressSpec, Unsupported};
+pub use env::{Deployment, Environment, Pod};

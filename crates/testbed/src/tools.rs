@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::Controller;
+use model::Controller;
 
 pub type Result<T, E = ToolsError> = std::result::Result<T, E>;
 

@@ -16,13 +16,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::{Affinity, Controller, CookieAffinity, IngressSpec};
 use serde::Deserialize;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
     ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_spec, sample_specs,
     to_yaml_doc, unrelated_ingress,
 };
-use testbed::spec::{Affinity, Controller, CookieAffinity, IngressSpec};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use model::{Affinity, Controller, CookieAffinity, Drain, IngressSpec, PodSettings};
+use model::{Endpoint, EnvKind};
 use rstest::rstest;
-use testbed::env::{Deployment, Endpoint, TerminationRecord};
+use testbed::env::{Deployment, TerminationRecord};
 use testbed::local::{LocalDeployment, LocalEnv};
-use testbed::spec::{Affinity, Controller, CookieAffinity, Drain, IngressSpec, PodSettings};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -258,6 +259,12 @@ async fn every_knob_renders_a_config_the_data_plane_accepts(
         Knob::IdleTimeout => quick_spec().with_idle_timeout(Duration::from_secs(3)),
         Knob::DrainLimit => quick_spec().with_data_plane_drain_limit(Duration::from_secs(5)),
     };
+    if let Err(unsupported) = model::capability::check(controller, EnvKind::Local, &spec) {
+        // What the controller cannot express is refused before any process starts.
+        let err = LocalEnv::new()?.deploy_local(controller, &spec).await.unwrap_err();
+        assert!(err.to_string().contains(&unsupported.knob), "{controller}: {err}");
+        return Ok(());
+    }
     let d = deploy(controller, &spec).await?;
     assert_eq!(d.pods().await?.len(), 3);
     assert_eq!(d.test_ca().is_some(), spec.tls);
@@ -294,7 +301,7 @@ async fn kind_readiness_request_gets_through_a_proxy_protocol_listener(
     if controller != Controller::Traefik {
         // Traefik's trustedIPs accepts connections without a header; the others must refuse them.
         let plain = readiness_probe(d.endpoint(), false, None)?;
-        let refused = testbed::probe::http_get(&plain, "/healthz").await;
+        let refused = probe::http_get(&plain, "/healthz").await;
         assert!(
             !refused.as_ref().is_ok_and(|r| r.status.is_success()),
             "{controller} answered a request without a PROXY header: {:?}",

@@ -7,7 +7,8 @@
 //! Its children inherit its CPU affinity, so `taskset` on this process pins the whole server side.
 
 use anyhow::Context;
-use testbed::{Controller, Environment, IngressSpec};
+use model::{Controller, IngressSpec};
+use testbed::Environment;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use testbed::load::{self, ChurnConfig, IdleConfig, Ramp, RttConfig, Target};
-use testbed::probe::ProbeOptions;
+use probe::ProbeOptions;
+use probe::load::{self, ChurnConfig, IdleConfig, Ramp, RttConfig, Target};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Debug, Parser)]
@@ -35,7 +35,7 @@ enum Command {
 struct LocalUpCmd {
     /// nginx, traefik or haproxy.
     #[arg(long, default_value = "nginx")]
-    controller: testbed::Controller,
+    controller: model::Controller,
     #[arg(long, default_value_t = 2)]
     pods: u32,
     /// Panic this long after the deployment is up (shows that a failing run cleans up).
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
 async fn local_up(cmd: LocalUpCmd) -> Result<()> {
     let env = testbed::local::LocalEnv::new()?;
     let deployment = env
-        .deploy_local(cmd.controller, &testbed::IngressSpec::new(cmd.pods))
+        .deploy_local(cmd.controller, &model::IngressSpec::new(cmd.pods))
         .await
         .with_context(|| format!("deploying {} pods behind {}", cmd.pods, cmd.controller))?;
     let endpoint = testbed::Deployment::endpoint(&deployment);
@@ -314,7 +314,7 @@ async fn run_load(cmd: LoadCmd) -> Result<()> {
 
 fn client_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
     let pem = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
-    testbed::tls::client_config_from_pem(&pem).with_context(|| format!("using {} as the CA", ca.display()))
+    probe::tls::client_config_from_pem(&pem).with_context(|| format!("using {} as the CA", ca.display()))
 }
 
 fn opt(v: Option<u64>) -> String {

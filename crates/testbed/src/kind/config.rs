@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::render::kind::install;
-use crate::spec::Controller;
+use model::Controller;
 
 pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 

@@ -35,16 +35,14 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::env::{
-    Deployment, Endpoint, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
-};
-use crate::probe::ProbeOptions;
+use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
 use crate::render::kind::{
     self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
     TlsMaterial, install,
 };
-use crate::spec::{Controller, IngressSpec};
-use crate::tls::TestCa;
+use model::{Controller, Endpoint, EnvKind, IngressSpec};
+use probe::ProbeOptions;
+use probe::tls::TestCa;
 
 use self::config::KindClusterConfig;
 
@@ -83,7 +81,7 @@ pub enum KindError {
     #[error("waiting for {what}: {detail}")]
     Wait { what: String, detail: String },
     #[error("generating the testbed CA")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] probe::tls::TlsError),
     #[error("writing failure dump to {path}")]
     Dump {
         path: PathBuf,
@@ -227,7 +225,7 @@ impl Environment for KindEnv {
     }
 
     async fn deploy(&self, controller: Controller, spec: &IngressSpec) -> crate::env::Result<Box<dyn Deployment>> {
-        render::check_kind(controller, spec)?;
+        model::capability::check(controller, EnvKind::Kind, spec)?;
         let namespace = ops::namespace_name(controller, rand::random::<u32>());
         let spec = &ops::spec_in_namespace(spec, &namespace);
         let mut opts = RenderOptions::new(&namespace);
@@ -527,7 +525,7 @@ pub fn readiness_probe(
 /// Polls `GET /healthz` with `opts` until it answers 2xx, naming `what` when it times out.
 pub async fn wait_healthz(what: &str, opts: &ProbeOptions) -> crate::env::Result<()> {
     poll_until(what, WAIT, Duration::from_millis(250), || async {
-        match crate::probe::http_get(opts, "/healthz").await {
+        match probe::http_get(opts, "/healthz").await {
             Ok(response) if response.status.is_success() => Some(()),
             Ok(response) => {
                 tracing::debug!(status = %response.status, "{what}: not yet");

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use crate::spec::{Controller, IngressSpec};
+use model::{Controller, IngressSpec};
 
 /// Namespace for one deployment: `tb-<controller>-<8 hex digits>`, a valid DNS-1123 label.
 pub fn namespace_name(controller: Controller, suffix: u32) -> String {

@@ -15,8 +15,8 @@ use super::{LocalError, READY_TIMEOUT, Result, io_err, runtime_api};
 use crate::render::local::{
     Backends, ExtraRoute, LocalContext, NAMESPACE, Resolver, SERVICE, TlsPaths, haproxy, nginx, traefik,
 };
-use crate::spec::{Controller, IngressSpec};
-use crate::tls::TlsFiles;
+use model::{Controller, IngressSpec};
+use probe::tls::TlsFiles;
 
 /// The data plane's processes at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]

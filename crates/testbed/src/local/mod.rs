@@ -32,12 +32,10 @@ pub use self::dataplane::DataPlaneProcesses;
 pub use self::dns::DnsResponder;
 use self::http::Target;
 use self::pod::PodProcess;
-use crate::env::{
-    Deployment, EnvError, EnvKind, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested,
-};
+use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
 use crate::render::local::ExtraRoute;
-use crate::spec::{Controller, IngressSpec, Unsupported};
-use crate::tls::TestCa;
+use model::{Controller, EnvKind, IngressSpec, Unsupported};
+use probe::tls::TestCa;
 
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;
 
@@ -48,7 +46,7 @@ pub enum LocalError {
     #[error(transparent)]
     Tools(#[from] crate::tools::ToolsError),
     #[error("generating the TLS files")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] probe::tls::TlsError),
     #[error("{what}")]
     Io {
         what: String,
@@ -134,7 +132,7 @@ impl Environment for LocalEnv {
 #[derive(Debug)]
 pub struct LocalDeployment {
     inner: Arc<Inner>,
-    endpoint: crate::env::Endpoint,
+    endpoint: model::Endpoint,
 }
 
 #[derive(Debug)]
@@ -380,7 +378,7 @@ impl Inner {
 
 impl LocalDeployment {
     async fn start(controller: Controller, spec: &IngressSpec) -> Result<Self> {
-        crate::render::check_local(controller, spec)?;
+        model::capability::check(controller, model::EnvKind::Local, spec)?;
         let ws_echo = crate::tools::ws_echo()?;
         let binary = crate::tools::data_plane(controller)?;
         let tempdir = tempfile::Builder::new()
@@ -466,7 +464,7 @@ impl LocalDeployment {
             tasks: Mutex::new(Vec::new()),
         });
         let deployment = LocalDeployment {
-            endpoint: crate::env::Endpoint {
+            endpoint: model::Endpoint {
                 addr: listen,
                 host: spec.host.clone(),
                 tls: spec.tls,
@@ -532,7 +530,7 @@ impl Deployment for LocalDeployment {
         &self.inner.spec
     }
 
-    fn endpoint(&self) -> &crate::env::Endpoint {
+    fn endpoint(&self) -> &model::Endpoint {
         &self.endpoint
     }
 

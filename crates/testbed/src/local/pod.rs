@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 use super::http::{self, Target};
 use super::process::{log_stdio, log_tail};
 use super::{LocalError, READY_TIMEOUT, Result};
-use crate::spec::IngressSpec;
+use model::IngressSpec;
 
 #[derive(Debug)]
 pub(crate) struct PodProcess {

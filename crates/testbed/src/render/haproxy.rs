@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::spec::IngressSpec;
+use model::IngressSpec;
 
 /// Where the controller reads a key from, and so which haproxy.cfg section it ends up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //!   `router.tls` on the Ingress; `service.sticky.cookie`, `.name`, `.maxage` on the *Service*. The
 //!   provider reads no load-balancer strategy from annotations (its `ServiceIng` has only
 //!   serversScheme, serversTransport, passHostHeader, sticky and nativeLB), so client-IP affinity
-//!   (`hrw`) would need the CRD provider's TraefikService: the shared [`crate::render::check`]
+//!   (`hrw`) would need the CRD provider's TraefikService: the shared `model::capability::check`
 //!   answers [`Unsupported`] in every environment.
 //!   Entry point timeouts, `lifeCycle.graceTimeOut` and `proxyProtocol` are static arguments.
 //! - HAProxy (haproxytech v3.2.6): `load-balance` on the Ingress; `cookie-persistence` on the
@@ -45,7 +45,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use crate::render::haproxy;
-use crate::spec::{Affinity, Controller, IngressSpec, Unsupported};
+use model::{Affinity, Controller, IngressSpec, Unsupported};
 
 /// Name of the ws-echo Deployment, Service and Ingress in each test namespace.
 pub const APP_NAME: &str = "ws-echo";
@@ -228,22 +228,9 @@ pub fn to_yaml_doc<T: Serialize>(obj: &T) -> String {
     serde_yaml_ng::to_string(obj).expect("k8s-openapi objects serialize to YAML")
 }
 
-/// What only Kubernetes-side rendering cannot express, on top of [`crate::render::check`].
-pub fn check_kind(controller: Controller, spec: &IngressSpec) -> Result<(), Unsupported> {
-    crate::render::check(controller, spec)?;
-    let unsupported = |knob: &str, reason: &str| Err(Unsupported::new(controller, knob, reason));
-    if spec.pods == 0 {
-        return unsupported(
-            "pods",
-            "a Deployment behind an Ingress needs at least one pod for the suite",
-        );
-    }
-    Ok(())
-}
-
 /// Renders `spec` for `controller`, or says which knob it cannot express.
 pub fn render(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> Result<KindObjects, Unsupported> {
-    check_kind(controller, spec)?;
+    model::capability::check(controller, model::EnvKind::Kind, spec)?;
     let tls_secret = match (spec.tls, &opts.tls) {
         (true, Some(tls)) => Some(tls_secret(opts, tls)),
         _ => None,
@@ -861,7 +848,7 @@ pub fn sample_spec() -> IngressSpec {
 
 /// The sample specs committed under `manifests/`: a plain one and one per interesting knob.
 pub fn sample_specs() -> Vec<(&'static str, IngressSpec)> {
-    use crate::spec::CookieAffinity;
+    use model::CookieAffinity;
     let plain = IngressSpec::new(3);
     let idle = IngressSpec::new(3).with_idle_timeout(Duration::from_secs(3));
     let cookie = IngressSpec::new(3).with_affinity(Affinity::Cookie(CookieAffinity::default()));
@@ -877,7 +864,7 @@ pub fn sample_specs() -> Vec<(&'static str, IngressSpec)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::CookieAffinity;
+    use model::CookieAffinity;
 
     fn opts() -> RenderOptions {
         RenderOptions::new("tb-test")

@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{LocalContext, NAMESPACE, Result, SERVICE, time_value};
-use crate::render::check_local;
 use crate::render::haproxy::{self, Scope};
-use crate::spec::{Affinity, Controller, IngressSpec};
+use model::EnvKind;
+use model::capability::check;
+use model::{Affinity, Controller, IngressSpec};
 
 /// The controller's `scale-server-slots` default.
 pub const DEFAULT_SERVER_SLOTS: u32 = 42;
@@ -58,7 +59,7 @@ pub fn runtime_socket(ctx: &LocalContext) -> std::path::PathBuf {
 /// when shorter than the slot count, the rest are empty. Pass
 /// `ctx.backends.pods` on first start.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr>]) -> Result<String> {
-    check_local(Controller::Haproxy, spec)?;
+    check(Controller::Haproxy, EnvKind::Local, spec)?;
     let dir = ctx.runtime_dir.display();
     let backend = backend_name();
     let timeouts = haproxy::timeouts(spec);
@@ -191,7 +192,7 @@ mod tests {
     use super::*;
     use crate::render::local::ExtraRoute;
     use crate::render::local::test_support::{check, check_absent, context, with_tls};
-    use crate::spec::CookieAffinity;
+    use model::CookieAffinity;
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
         let slots: Vec<Option<SocketAddr>> = ctx.backends.pods.iter().copied().map(Some).collect();
@@ -347,7 +348,7 @@ mod tests {
         assert_eq!(render_ok_err(&spec).knob, "timeouts.send");
     }
 
-    fn render_ok_err(spec: &IngressSpec) -> crate::spec::Unsupported {
+    fn render_ok_err(spec: &IngressSpec) -> model::Unsupported {
         render(spec, &context(), &[]).unwrap_err()
     }
 }

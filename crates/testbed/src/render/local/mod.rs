@@ -3,7 +3,7 @@
 //! Every renderer is a pure function of an [`IngressSpec`] and a
 //! [`LocalContext`] (where to listen, where the runtime files live, which pods
 //! exist, TLS files, unrelated routes). It first asks
-//! [`crate::render::check_local`], so a knob the controller cannot express is
+//! `model::capability::check`, so a knob the controller cannot express is
 //! an [`Unsupported`] answer, never a silent no-op.
 //!
 //! Endpoint changes never need a re-render: nginx resolves its upstream
@@ -19,7 +19,7 @@ pub mod traefik;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::spec::Unsupported;
+use model::Unsupported;
 
 pub type Result<T, E = Unsupported> = std::result::Result<T, E>;
 
@@ -78,7 +78,7 @@ pub struct Resolver {
     pub valid_secs: u32,
 }
 
-/// TLS files written by [`crate::tls::TestCa::write_to`].
+/// TLS files written by [`probe::tls::TestCa::write_to`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPaths {
     /// Certificate chain (server then CA).
@@ -88,8 +88,8 @@ pub struct TlsPaths {
     pub bundle: PathBuf,
 }
 
-impl From<&crate::tls::TlsFiles> for TlsPaths {
-    fn from(files: &crate::tls::TlsFiles) -> Self {
+impl From<&probe::tls::TlsFiles> for TlsPaths {
+    fn from(files: &probe::tls::TlsFiles) -> Self {
         TlsPaths {
             cert: files.server_cert.clone(),
             key: files.server_key.clone(),

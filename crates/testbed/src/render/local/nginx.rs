@@ -12,8 +12,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{LocalContext, Result, SERVICE, SERVICE_PORT, time_value};
-use crate::render::check_local;
-use crate::spec::{Affinity, Controller, IngressSpec};
+use model::EnvKind;
+use model::capability::check;
+use model::{Affinity, Controller, IngressSpec};
 
 /// ingress-nginx's `worker-shutdown-timeout` default.
 pub const DEFAULT_WORKER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -29,7 +30,7 @@ pub fn upstream_name() -> String {
 
 /// Renders nginx.conf.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
-    check_local(Controller::Nginx, spec)?;
+    check(Controller::Nginx, EnvKind::Local, spec)?;
     let dir = ctx.runtime_dir.display();
     let upstream = upstream_name();
     // `timeouts.idle` sets both directions: an upgraded connection is idle
@@ -216,7 +217,7 @@ mod tests {
     use super::*;
     use crate::render::local::test_support::{check, check_absent, context, with_tls};
     use crate::render::local::{Backends, ExtraRoute};
-    use crate::spec::CookieAffinity;
+    use model::CookieAffinity;
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
         render(spec, ctx).expect("renders")

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{LocalContext, Result, SERVICE, SERVICE_PORT};
-use crate::render::check_local;
-use crate::spec::{Affinity, Controller, IngressSpec};
+use model::EnvKind;
+use model::capability::check;
+use model::{Affinity, Controller, IngressSpec};
 
 /// The entry point's name, as in Traefik's Helm chart.
 pub const ENTRY_POINT: &str = "web";
@@ -54,7 +55,7 @@ fn duration(d: Duration) -> String {
 
 /// Renders the static configuration (traefik.yaml).
 pub fn render_static(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
-    check_local(Controller::Traefik, spec)?;
+    check(Controller::Traefik, EnvKind::Local, spec)?;
     let grace = spec.data_plane.drain_limit.unwrap_or(DEFAULT_GRACE_TIMEOUT);
     let mut transport = Map::new();
     transport.insert("lifeCycle".into(), json!({ "graceTimeOut": duration(grace) }));
@@ -91,7 +92,7 @@ pub fn render_static(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
 /// Renders the dynamic configuration: what the Ingress provider would build,
 /// with `pods` as the Service's ready endpoints.
 pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr], generation: u64) -> Result<String> {
-    check_local(Controller::Traefik, spec)?;
+    check(Controller::Traefik, EnvKind::Local, spec)?;
     let service = service_name();
     let mut routers = Map::new();
     let mut routes = vec![(spec.host.clone(), spec.path.clone())];
@@ -110,7 +111,7 @@ pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr
     lb.insert("servers".into(), Value::Array(servers));
     lb.insert("passHostHeader".into(), json!(true));
     match &spec.affinity {
-        // Client-IP affinity never gets here: render::check refuses it, as the Ingress provider
+        // Client-IP affinity never gets here: the capability table refuses it, as the Ingress provider
         // cannot express it.
         Affinity::None | Affinity::ClientIp => {}
         Affinity::Cookie(cookie) => {
@@ -181,7 +182,7 @@ mod tests {
     use super::*;
     use crate::render::local::ExtraRoute;
     use crate::render::local::test_support::{check, check_absent, context, with_tls};
-    use crate::spec::CookieAffinity;
+    use model::CookieAffinity;
 
     fn statics(spec: &IngressSpec) -> String {
         render_static(spec, &context()).expect("renders")

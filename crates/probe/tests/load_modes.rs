@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use testbed::load::{self, ChurnConfig, IdleConfig, LoadError, Ramp, RttConfig, Target};
-use testbed::probe::ProbeOptions;
-use testbed::tls::TestCa;
+use probe::ProbeOptions;
+use probe::load::{self, ChurnConfig, IdleConfig, LoadError, Ramp, RttConfig, Target};
+use probe::tls::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use testbed::probe::{
+use probe::tls::TestCa;
+use probe::{
     self, AttemptOutcome, Backoff, ConnectStage, Direction, End, EventKind, Incoming, ProbeError, ProbeOptions, Side,
     connect,
 };
-use testbed::tls::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

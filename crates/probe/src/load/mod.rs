@@ -1,6 +1,6 @@
 //! The load generator: closed-loop round trips, idle-connection capacity, handshake churn.
 //!
-//! Built on the probe's dialing ([`crate::probe::dial`]) and upgrade request,
+//! Built on the probe's dialing ([`crate::dial`]) and upgrade request,
 //! framed by [`wire`] without the probe's timeline: one task per connection,
 //! no allocation per message, per-task histograms merged at the end, so the
 //! generator is not the bottleneck.
@@ -25,7 +25,7 @@ pub use idle::{IdleConfig, IdleResult, run_idle};
 pub use rtt::{RttConfig, RttResult, run_rtt};
 pub use stats::{CpuClock, Percentiles, rss_kib};
 
-use crate::probe::ProbeOptions;
+use crate::ProbeOptions;
 
 pub type Result<T, E = LoadError> = std::result::Result<T, E>;
 

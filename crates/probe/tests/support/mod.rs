@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
-use testbed::tls::TestCa;
+use probe::tls::TestCa;
 use tokio::net::TcpListener;
 
 /// A WebSocket echo server behind TLS with a certificate from `ca`; echoes text and binary.

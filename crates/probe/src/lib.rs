@@ -5,16 +5,21 @@
 //! [`Timeline`] serializes into the report. The helpers in [`helpers`] are the
 //! patterns behaviour tests repeat: hold idle, echo loops, reconnect with
 //! backoff, open continuously during a rollout; [`http`] speaks plain HTTP/1.1
-//! over the same dial options.
+//! over the same dial options. [`load`] is the load generator (`ws-load`,
+//! `cargo xtask bench`); [`tls`] the testbed CA the probe and the environments share.
+//!
+//! No kube here: this crate is what bench and the load generator build on.
 
 pub mod connect;
 pub mod connection;
 pub mod cookies;
 pub mod helpers;
 pub mod http;
+pub mod load;
 pub mod options;
 pub mod proxy_header;
 pub mod timeline;
+pub mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! Round trips through the probe's tungstenite stream cost the generator a
 //! full core while ws-echo on the other core sat at 75%: the generator, not
 //! the server, set the figure. This client dials with the probe
-//! ([`crate::probe::dial`], so source addresses, PROXY headers and TLS all
+//! ([`crate::dial`], so source addresses, PROXY headers and TLS all
 //! apply), sends the probe's upgrade request itself (so no byte read past the
 //! 101 is lost), then frames by hand: one reused write buffer, one read
 //! buffer, a fresh mask per frame, no allocation per message.
@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::{LoadError, Result};
-use crate::probe::connect::{DialFailure, upgrade_request};
-use crate::probe::{ConnectStage, ProbeError, ProbeOptions, ProbeStream, dial};
+use crate::connect::{DialFailure, upgrade_request};
+use crate::{ConnectStage, ProbeError, ProbeOptions, ProbeStream, dial};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -51,7 +51,7 @@ pub(crate) struct WireSocket {
 
 impl WireSocket {
     /// Dials, sends the upgrade request and checks the 101, within the handshake timeout.
-    pub(crate) async fn connect(opts: &ProbeOptions) -> crate::probe::Result<Self> {
+    pub(crate) async fn connect(opts: &ProbeOptions) -> crate::Result<Self> {
         match tokio::time::timeout(opts.handshake_timeout, Self::connect_inner(opts)).await {
             Ok(connected) => connected,
             Err(_) => Err(ProbeError::Dial {
@@ -62,7 +62,7 @@ impl WireSocket {
         }
     }
 
-    async fn connect_inner(opts: &ProbeOptions) -> crate::probe::Result<Self> {
+    async fn connect_inner(opts: &ProbeOptions) -> crate::Result<Self> {
         let mut stream = dial(opts).await?;
         let handshake_failed = |source: Box<dyn std::error::Error + Send + Sync>| ProbeError::Dial {
             addr: opts.addr,

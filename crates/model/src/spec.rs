@@ -5,70 +5,11 @@
 //! into its own annotations and native configuration, or answers
 //! [`Unsupported`] with the reason.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The ingress controllers the testbed knows. The order is the report's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Controller {
-    /// ingress-nginx (kubernetes/ingress-nginx), data plane nginx.
-    Nginx,
-    /// Traefik v3, its own data plane.
-    Traefik,
-    /// HAProxy Kubernetes Ingress (haproxytech/kubernetes-ingress), data plane HAProxy.
-    Haproxy,
-}
-
-impl Controller {
-    pub const ALL: [Controller; 3] = [Controller::Nginx, Controller::Traefik, Controller::Haproxy];
-
-    /// Short name used on the command line, in file names and in the CI matrix.
-    pub fn name(self) -> &'static str {
-        match self {
-            Controller::Nginx => "nginx",
-            Controller::Traefik => "traefik",
-            Controller::Haproxy => "haproxy",
-        }
-    }
-
-    /// The IngressClass each controller watches, so all three live in one cluster.
-    pub fn ingress_class(self) -> &'static str {
-        match self {
-            Controller::Nginx => "nginx",
-            Controller::Traefik => "traefik",
-            Controller::Haproxy => "haproxy",
-        }
-    }
-}
-
-impl fmt::Display for Controller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("unknown controller {given:?}: expected one of nginx, traefik, haproxy")]
-pub struct UnknownController {
-    pub given: String,
-}
-
-impl FromStr for Controller {
-    type Err = UnknownController;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "nginx" | "ingress-nginx" => Ok(Controller::Nginx),
-            "traefik" => Ok(Controller::Traefik),
-            "haproxy" | "haproxy-ingress" => Ok(Controller::Haproxy),
-            _ => Err(UnknownController { given: s.to_owned() }),
-        }
-    }
-}
+use crate::Controller;
 
 /// Everything a behaviour test wants from the ingress in front of its pods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,8 +196,8 @@ pub struct ServiceSettings {
     pub publish_not_ready_addresses: bool,
 }
 
-/// A knob the controller cannot express. The suite reports it as a skip with
-/// this reason; a renderer never silently drops a knob.
+/// A knob the controller cannot express. The suite reports it as not supported,
+/// with this reason; a renderer never silently drops a knob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{controller} cannot express {knob}: {reason}")]
 pub struct Unsupported {
@@ -314,15 +255,6 @@ mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn controller_names_round_trip() {
-        for c in Controller::ALL {
-            assert_eq!(c.name().parse::<Controller>().unwrap(), c);
-        }
-        let err = "envoy".parse::<Controller>().unwrap_err();
-        assert!(err.to_string().contains("envoy"), "{err}");
-    }
 
     #[test]
     fn spec_round_trips_through_json_with_readable_durations() {

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::cookies::CookieJar;
 use super::{ProbeError, Result};
-use crate::env::Endpoint;
+use model::Endpoint;
 
 /// Everything a probe connection needs. Cheap to clone; clones share the cookie jar.
 #[derive(Debug, Clone)]

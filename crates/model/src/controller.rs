@@ -1,0 +1,129 @@
+//! The controller registry: every controller the testbed knows, and where its facts live.
+//!
+//! **Invariant:** this file and `controllers/` are the only places in this crate that name a
+//! controller; everything else asks [`Controller::info`]. Adding a controller is one module in
+//! `controllers/`, one variant here, and one row in [`Controller::ALL`] and [`Controller::info`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::controllers::{haproxy, nginx, traefik};
+use crate::spec::{IngressSpec, Unsupported};
+
+/// The ingress controllers the testbed knows. The order is the report's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Controller {
+    /// ingress-nginx (kubernetes/ingress-nginx), data plane nginx.
+    Nginx,
+    /// Traefik v3, its own data plane.
+    Traefik,
+    /// HAProxy Kubernetes Ingress (haproxytech/kubernetes-ingress), data plane HAProxy.
+    Haproxy,
+}
+
+/// What every crate may know about a controller without rendering anything for it.
+#[derive(Debug)]
+pub struct ControllerInfo {
+    /// Short name: command line, file names, profiles, the CI matrix.
+    pub name: &'static str,
+    /// Other names accepted on the command line.
+    pub aliases: &'static [&'static str],
+    /// The project's name for it, for reports.
+    pub title: &'static str,
+    /// The IngressClass it watches, so all of them live in one cluster.
+    pub ingress_class: &'static str,
+    /// The data-plane binary the local environment runs (its name under `target/tools/bin/`).
+    pub data_plane: &'static str,
+    /// Environment variable that points the local environment at another binary.
+    pub binary_env: &'static str,
+    /// What the controller can express of a spec, in any environment.
+    pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
+}
+
+impl Controller {
+    pub const ALL: [Controller; 3] = [Controller::Nginx, Controller::Traefik, Controller::Haproxy];
+
+    /// The registry: the one place that maps a controller to its module.
+    pub fn info(self) -> &'static ControllerInfo {
+        match self {
+            Controller::Nginx => &nginx::INFO,
+            Controller::Traefik => &traefik::INFO,
+            Controller::Haproxy => &haproxy::INFO,
+        }
+    }
+
+    /// Short name used on the command line, in file names and in the CI matrix.
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The IngressClass each controller watches, so all of them live in one cluster.
+    pub fn ingress_class(self) -> &'static str {
+        self.info().ingress_class
+    }
+
+    /// Every short name, for messages: "nginx, traefik, haproxy".
+    pub fn names() -> String {
+        Controller::ALL.map(Controller::name).join(", ")
+    }
+}
+
+impl fmt::Display for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown controller {given:?}: expected one of {expected}")]
+pub struct UnknownController {
+    pub given: String,
+    pub expected: String,
+}
+
+impl FromStr for Controller {
+    type Err = UnknownController;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Controller::ALL
+            .into_iter()
+            .find(|c| c.name() == wanted || c.info().aliases.contains(&wanted.as_str()))
+            .ok_or_else(|| UnknownController {
+                given: s.to_owned(),
+                expected: Controller::names(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_names_round_trip() {
+        for c in Controller::ALL {
+            assert_eq!(c.name().parse::<Controller>().unwrap(), c);
+            for alias in c.info().aliases {
+                assert_eq!(alias.parse::<Controller>().unwrap(), c);
+            }
+        }
+        let err = "envoy".parse::<Controller>().unwrap_err();
+        assert!(err.to_string().contains("envoy"), "{err}");
+        assert!(err.to_string().contains("haproxy"), "{err}");
+    }
+
+    #[test]
+    fn names_and_classes_are_distinct() {
+        let mut names: Vec<_> = Controller::ALL.iter().map(|c| c.name()).collect();
+        let mut classes: Vec<_> = Controller::ALL.iter().map(|c| c.ingress_class()).collect();
+        names.dedup();
+        classes.sort_unstable();
+        classes.dedup();
+        assert_eq!(names.len(), Controller::ALL.len());
+        assert_eq!(classes.len(), Controller::ALL.len());
+    }
+}

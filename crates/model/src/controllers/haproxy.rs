@@ -1,0 +1,35 @@
+//! HAProxy Kubernetes Ingress (haproxytech/kubernetes-ingress v3.2.6, chart 1.49.0): facts and capability.
+
+use crate::controller::{Controller, ControllerInfo};
+use crate::spec::{Affinity, IngressSpec, Unsupported};
+
+pub static INFO: ControllerInfo = ControllerInfo {
+    name: "haproxy",
+    aliases: &["haproxy-ingress"],
+    title: "HAProxy Kubernetes Ingress",
+    ingress_class: "haproxy",
+    data_plane: "haproxy",
+    binary_env: "TESTBED_HAPROXY",
+    check,
+};
+
+fn check(spec: &IngressSpec) -> Result<(), Unsupported> {
+    let unsupported = |knob: &str, reason: &str| Err(Unsupported::new(Controller::Haproxy, knob, reason));
+    if let Affinity::Cookie(cookie) = &spec.affinity
+        && cookie.max_age_secs.is_some()
+    {
+        return unsupported(
+            "affinity.cookie.max_age_secs",
+            "haproxy.org/cookie-persistence takes only the cookie name; the controller renders \
+             `cookie <name> insert indirect nocache dynamic` with no maxlife/maxidle or attributes \
+             (pkg/annotations/service/cookie.go at v3.2.6)",
+        );
+    }
+    if spec.timeouts.send.is_some() {
+        return unsupported(
+            "timeouts.send",
+            "HAProxy has no write-only timeout; timeout server/tunnel count inactivity in both directions",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Traefik (chart 39.0.8, Traefik v3.6.13, Kubernetes Ingress provider): facts and capability.
+
+use crate::controller::{Controller, ControllerInfo};
+use crate::spec::{Affinity, IngressSpec, Unsupported};
+
+pub static INFO: ControllerInfo = ControllerInfo {
+    name: "traefik",
+    aliases: &[],
+    title: "Traefik",
+    ingress_class: "traefik",
+    data_plane: "traefik",
+    binary_env: "TESTBED_TRAEFIK",
+    check,
+};
+
+fn check(spec: &IngressSpec) -> Result<(), Unsupported> {
+    let t = &spec.timeouts;
+    let unsupported = |knob: &str, reason: &str| Err(Unsupported::new(Controller::Traefik, knob, reason));
+    if t.read.is_some() || t.send.is_some() {
+        return unsupported(
+            if t.read.is_some() {
+                "timeouts.read"
+            } else {
+                "timeouts.send"
+            },
+            "Traefik has no per-route upstream read/send timeout for upgraded connections; \
+             only the entry point's respondingTimeouts exist (see timeouts.idle)",
+        );
+    }
+    if t.tunnel.is_some() {
+        return unsupported("timeouts.tunnel", "Traefik has no tunnel timeout");
+    }
+    if spec.affinity == Affinity::ClientIp {
+        return unsupported(
+            "affinity.client_ip",
+            "Traefik's Kubernetes Ingress provider reads no load-balancer strategy from Ingress or \
+             Service annotations (only sticky cookies, serversscheme, serverstransport, passhostheader, \
+             nativelb: pkg/provider/kubernetes/ingress/annotations.go at v3.6.13); the hrw strategy \
+             needs a TraefikService from the CRD provider, which is not the Ingress a user writes",
+        );
+    }
+    Ok(())
+}

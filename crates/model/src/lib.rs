@@ -1,0 +1,17 @@
+//! The light model every crate shares: what a test asks of an ingress ([`spec`]), the controllers
+//! the testbed knows ([`Controller`], one module each under [`controllers`]), what each can
+//! express where ([`capability`]), and the environments ([`EnvKind`], [`Endpoint`]).
+//!
+//! No kube, no tokio: xtask, report, bench and fuzz depend on this crate alone.
+
+pub mod capability;
+pub mod controller;
+pub mod controllers;
+pub mod env;
+pub mod spec;
+
+pub use controller::{Controller, ControllerInfo, UnknownController};
+pub use env::{Endpoint, EnvKind, UnknownEnv};
+pub use spec::{
+    Affinity, CookieAffinity, DataPlane, Drain, IngressSpec, PodSettings, ServiceSettings, Timeouts, Unsupported,
+};
