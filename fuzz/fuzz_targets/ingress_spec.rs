@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
-use testbed::render::{kind, local};
 use model::capability::check;
 use model::{Controller, EnvKind, IngressSpec};
+use testbed::controllers;
+use testbed::render::{kind, local};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = serde_json::from_slice::<IngressSpec>(data) else {
@@ -23,12 +24,7 @@ fuzz_target!(|data: &[u8]| {
         if check(controller, EnvKind::Local, &spec).is_err() {
             continue;
         }
-        let _ = match controller {
-            Controller::Nginx => local::nginx::render(&spec, &ctx),
-            Controller::Haproxy => local::haproxy::render(&spec, &ctx, &[]),
-            Controller::Traefik => local::traefik::render_static(&spec, &ctx)
-                .and_then(|_| local::traefik::render_dynamic(&spec, &ctx, &ctx.backends.pods, 1)),
-        };
+        let _ = controllers::of(controller).local_config(&spec, &ctx);
     }
 });
 

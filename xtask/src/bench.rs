@@ -1,661 +1,101 @@
 //! `cargo xtask bench`: ws-echo against anchor echo servers, behind each data plane, and its capacity.
 //!
-//! Builds release binaries, then measures in one run, server pinned to core 0 and the load
-//! generator (`testbed load`) to core 1, medians of `--rounds` rounds:
-//! 1. ws-echo (`/ws?hello=false`), a plain tokio-tungstenite echo server and Python `websockets`:
-//!    msgs/s and p99 (100 connections × 64-byte round trips), KiB RSS per idle connection,
-//!    handshakes/s (50 concurrent loops), as ratios to the tokio-tungstenite anchor;
-//! 2. ws-echo behind nginx, HAProxy and Traefik (`bench-dataplane`): added p50/p99 and throughput ratio;
-//! 3. how many idle connections ws-echo holds at once, and its RSS (`capacity`).
-//!
-//! Writes target/testbed/bench/{bench.json, bench.md, bench-latency.svg, bench.fragment.html}.
+//! The benchmark is the `bench` binary (crates/bench, `bench run`); this installs the data planes
+//! and the Python venv, builds it and the binaries it measures in release, and passes the flags on.
+//! It writes target/testbed/bench/{bench.json, bench.md, bench-latency.svg, bench.fragment.html}.
 
-mod capacity;
-mod model;
-mod procs;
-mod render;
-
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
 use anyhow::Context;
-use serde::Deserialize;
 use xshell::{Shell, cmd};
 
-use self::model::{BenchResult, EchoRound, EchoServer, Latency, Machine, ProxyFigures, ProxyRound, Settings};
-use self::procs::{Launcher, Server, with_cpu};
+use crate::tools;
 
 #[derive(Debug, clap::Args)]
 pub struct Bench {
-    /// A short smoke run: 1 round, 2 s windows, 2,000 idle connections, capacity 5,000.
-    #[arg(long)]
-    quick: bool,
-    /// Rounds per measurement; the tables show medians (default 3, 1 with --quick).
-    #[arg(long)]
-    rounds: Option<usize>,
-    /// Seconds measured per round-trip and handshake run (default 10, 2 with --quick).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Warm-up seconds before round trips are recorded (default 2, 0.5 with --quick).
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Idle connections for the RSS-per-connection figure (default 10,000).
-    #[arg(long)]
-    idle_connections: Option<usize>,
-    /// Idle connections the capacity run aims at (default 50,000).
-    #[arg(long)]
-    capacity: Option<usize>,
-    /// At most this many connections per ws-echo process in the capacity run
-    /// (default: as many as RLIMIT_NOFILE allows), like spreading them over pods.
-    #[arg(long)]
-    capacity_per_process: Option<usize>,
-    /// Client source addresses (127.0.3.1, 127.0.3.2, …) idle and churn runs spread over.
-    #[arg(long, default_value_t = 8)]
-    sources: u32,
-    /// Skip part 2 (the data planes).
-    #[arg(long)]
-    skip_proxies: bool,
-    /// Skip part 3 (capacity).
-    #[arg(long)]
-    skip_capacity: bool,
     /// Use the release binaries already built.
     #[arg(long)]
     no_build: bool,
-    /// Where the results go (default target/testbed/bench).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-/// Round trips use 100 connections × 64-byte messages; handshakes 50 concurrent loops (issue 6).
-const RTT_CONNECTIONS: usize = 100;
-const MESSAGE_BYTES: usize = 64;
-const CHURN_CONCURRENCY: usize = 50;
-const FIRST_SOURCE: &str = "127.0.3.1";
-/// File descriptors a process needs besides its connections.
-const FD_MARGIN: usize = 256;
-
-struct Paths {
-    ws_echo: PathBuf,
-    testbed: PathBuf,
-    anchor: PathBuf,
-    data_plane: PathBuf,
-    python: PathBuf,
-    python_script: PathBuf,
-    out: PathBuf,
-    logs: PathBuf,
+    /// The bench's own flags, passed on: --quick, --rounds N, --duration S, --warmup S,
+    /// --idle-connections N, --capacity N, --capacity-per-process N, --sources N, --skip-proxies,
+    /// --skip-capacity, --out DIR (`cargo xtask bench -- --help` explains them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "BENCH FLAGS")]
+    args: Vec<String>,
 }
 
 impl Bench {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
-        let (result, out) = self.measure(root)?;
-        println!("{}", render::markdown(&result));
-        println!(
-            "bench: wrote {}/bench.{{json,md,fragment.html}} and bench-latency.svg",
-            out.display()
-        );
+        let (build, args) = self.split();
+        let bench = prepare(root, build)?;
+        let sh = Shell::new()?;
+        cmd!(sh, "{bench} run {args...}").run().context("the benchmark")?;
         Ok(())
     }
+}
 
-    /// A seconds-long run of every part, which `cargo xtask test` makes so the
-    /// bench cannot rot: each part must produce its figures.
-    pub fn smoke(root: &Path) -> anyhow::Result<()> {
-        let bench = Bench {
-            quick: true,
-            rounds: Some(1),
-            duration: Some(1.0),
-            warmup: Some(0.2),
-            idle_connections: Some(300),
-            capacity: Some(1_000),
-            capacity_per_process: Some(400),
-            sources: 2,
-            skip_proxies: false,
-            skip_capacity: false,
-            no_build: false,
-            out: Some(root.join("target/testbed/bench-smoke")),
-        };
-        let (result, out) = bench.measure(root)?;
-        let missing = smoke_gaps(&result);
-        anyhow::ensure!(
-            missing.is_empty(),
-            "the bench smoke run lacks figures ({}); its notes: {}; see {}/bench.md",
-            missing.join("; "),
-            result.notes.join("; "),
-            out.display()
-        );
-        println!(
-            "xtask: bench smoke run: {} echo servers, {} data planes, {} idle connections held; {}",
-            result.echo.len(),
-            result.proxies.len(),
-            result.capacity.as_ref().map_or(0, |c| c.held),
-            out.display()
-        );
-        Ok(())
-    }
-
-    /// Runs every part; returns the result and the directory it was written to.
-    fn measure(self, root: &Path) -> anyhow::Result<(BenchResult, PathBuf)> {
-        let settings = self.settings();
-        let paths = Paths::new(root, self.out.clone());
-        crate::tools::ensure(root).context("installing the data planes and the Python venv")?;
-        if !self.no_build {
-            let sh = Shell::new()?;
-            let cargo = crate::cargo();
-            cmd!(sh, "{cargo} build --release -p ws-echo -p testbed -p bench-anchors")
-                .run()
-                .context("building the release binaries")?;
-        }
-        std::fs::create_dir_all(&paths.logs).with_context(|| format!("creating {}", paths.logs.display()))?;
-        let launcher =
-            Launcher::detect((settings.capacity_target.max(settings.idle_connections) + FD_MARGIN * 4) as u64);
-        let (cpu_model, cores, kernel) = procs::machine();
-        let started_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        eprintln!(
-            "bench: {cpu_model}, {cores} cores, Linux {kernel}; {}",
-            launcher.pinning
-        );
-        let mut result = BenchResult {
-            started_unix,
-            machine: Machine {
-                cpu_model,
-                cores,
-                kernel,
-                pinning: launcher.pinning.clone(),
-                nofile_limit: launcher.nofile,
-                load_average: procs::load_average(),
-            },
-            settings: settings.clone(),
-            echo: Vec::new(),
-            proxies: Vec::new(),
-            capacity: None,
-            notes: launcher.notes.clone(),
-        };
-        let run = Run {
-            launcher: &launcher,
-            paths: &paths,
-            settings: &settings,
-        };
-        result.echo = run.echo_servers(root, &mut result.notes)?;
-        if !self.skip_proxies {
-            result.proxies = run.proxies(&mut result.notes);
-        }
-        if !self.skip_capacity {
-            match capacity::run(&launcher, &paths, &settings) {
-                Ok(c) => result.capacity = Some(c),
-                Err(e) => result.notes.push(format!("capacity run failed: {e:#}")),
-            }
-        }
-        write_outputs(&paths.out, &result)?;
-        Ok((result, paths.out))
-    }
-
-    fn settings(&self) -> Settings {
-        let q = self.quick;
-        Settings {
-            rounds: self.rounds.unwrap_or(if q { 1 } else { 3 }).max(1),
-            duration_s: self.duration.unwrap_or(if q { 2.0 } else { 10.0 }),
-            warmup_s: self.warmup.unwrap_or(if q { 0.5 } else { 2.0 }),
-            rtt_connections: RTT_CONNECTIONS,
-            message_bytes: MESSAGE_BYTES,
-            idle_connections: self.idle_connections.unwrap_or(if q { 2_000 } else { 10_000 }),
-            churn_concurrency: CHURN_CONCURRENCY,
-            source_addresses: self.sources.max(1),
-            capacity_target: self.capacity.unwrap_or(if q { 5_000 } else { 50_000 }),
-            capacity_per_process: self.capacity_per_process.filter(|n| *n > 0),
-            quick: q,
-        }
+impl Bench {
+    /// Whether to build, and the flags for `bench run`: after the first bench flag clap passes
+    /// everything on, `--no-build` included.
+    fn split(self) -> (bool, Vec<String>) {
+        let no_build = self.no_build || self.args.iter().any(|a| a == "--no-build");
+        let args = self.args.into_iter().filter(|a| a != "--no-build").collect();
+        (!no_build, args)
     }
 }
 
-impl Paths {
-    fn new(root: &Path, out: Option<PathBuf>) -> Self {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-        let release = target.join("release");
-        let out = out.unwrap_or_else(|| target.join("testbed/bench"));
-        Paths {
-            ws_echo: release.join("ws-echo"),
-            testbed: release.join("testbed"),
-            anchor: release.join("anchor-tungstenite-echo"),
-            data_plane: release.join("bench-dataplane"),
-            python: target.join("tools/venv/bin/python"),
-            python_script: root.join("crates/bench-anchors/python/websockets_echo.py"),
-            logs: out.join("logs"),
-            out,
-        }
-    }
-}
-
-struct Run<'a> {
-    launcher: &'a Launcher,
-    paths: &'a Paths,
-    settings: &'a Settings,
-}
-
-/// One echo server of part 1: how to start it.
-struct EchoSpec {
-    name: &'static str,
-    label: String,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Run<'_> {
-    fn echo_specs(&self, root: &Path) -> Vec<EchoSpec> {
-        let s = self.settings;
-        vec![
-            EchoSpec {
-                name: "ws-echo",
-                label: "ws-echo (/ws?hello=false)".to_owned(),
-                program: self.paths.ws_echo.clone(),
-                args: ws_echo_args(s.idle_connections),
-                env: vec![ws_echo_log()],
-            },
-            EchoSpec {
-                name: "tokio-tungstenite",
-                label: format!(
-                    "plain tokio-tungstenite {} echo (default config)",
-                    lock_version(root, "tokio-tungstenite").unwrap_or_default()
-                ),
-                program: self.paths.anchor.clone(),
-                args: strings(&["127.0.0.1:0"]),
-                env: Vec::new(),
-            },
-            EchoSpec {
-                name: "python-websockets",
-                label: format!("Python websockets {} (asyncio)", self.python_websockets_version()),
-                program: self.paths.python.clone(),
-                args: vec![self.paths.python_script.display().to_string(), "127.0.0.1:0".to_owned()],
-                env: Vec::new(),
-            },
-        ]
-    }
-
-    fn python_websockets_version(&self) -> String {
-        std::process::Command::new(&self.paths.python)
-            .args(["-c", "import websockets; print(websockets.__version__)"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|| "?".to_owned())
-    }
-
-    /// Part 1: rounds interleave the servers; each round starts each server fresh.
-    fn echo_servers(&self, root: &Path, notes: &mut Vec<String>) -> anyhow::Result<Vec<EchoServer>> {
-        let specs = self.echo_specs(root);
-        let mut rounds: Vec<Vec<EchoRound>> = vec![Vec::new(); specs.len()];
-        for round in 1..=self.settings.rounds {
-            for (spec, out) in specs.iter().zip(&mut rounds) {
-                eprintln!("bench: round {round}/{}: {}", self.settings.rounds, spec.name);
-                match self.echo_round(spec) {
-                    Ok((r, note)) => {
-                        out.push(r);
-                        notes.extend(note.map(|n| format!("{} round {round}: {n}", spec.name)));
-                    }
-                    Err(e) => {
-                        let note = format!("{} round {round} failed: {e:#}", spec.name);
-                        eprintln!("bench: {note}");
-                        notes.push(note);
-                    }
-                }
-            }
-        }
-        Ok(specs
-            .into_iter()
-            .zip(rounds)
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(spec, r)| EchoServer::new(spec.name, spec.label, r))
-            .collect())
-    }
-
-    /// One round of one server; the note says what the reader must know about it.
-    fn echo_round(&self, spec: &EchoSpec) -> anyhow::Result<(EchoRound, Option<String>)> {
-        let s = self.settings;
-        let server = self
-            .launcher
-            .server(spec.name, &spec.program, &spec.args, &spec.env, &self.paths.logs)?;
-        let addr = server.addr()?;
-        let url = format!("ws://{addr}/ws?hello=false");
-        // Idle first, on a fresh process, so "before" is the server's resting RSS.
-        let idle: IdleOut = self.generate(
-            &server,
-            &url,
-            s.source_addresses,
-            &idle_args(s.idle_connections, hold(s), Some(server.pid)),
-        )?;
-        let note = (idle.open_at_end < idle.requested as u64).then(|| {
-            format!(
-                "only {}/{} idle connections held, so KiB per idle connection is over those (last error: {})",
-                idle.open_at_end,
-                idle.requested,
-                idle.last_error.as_deref().unwrap_or("-")
-            )
-        });
-        if let Some(n) = &note {
-            eprintln!("bench: {}: {n}", spec.name);
-        }
-        let (rtt, server_cpu) = with_cpu(server.pid, || self.generate::<RttOut>(&server, &url, 1, &rtt_args(s)))?;
-        let (churn, churn_server_cpu) = with_cpu(server.pid, || {
-            self.generate::<ChurnOut>(&server, &url, s.source_addresses, &churn_args(s))
-        })?;
-        let round = EchoRound {
-            msgs_per_sec: rtt.msgs_per_sec,
-            latency: rtt.latency.into(),
-            kib_per_idle_connection: idle.server_kib_per_connection,
-            idle_open: idle.open_at_end,
-            handshakes_per_sec: churn.handshakes_per_sec,
-            generator_cpu_percent: rtt.generator_cpu_percent,
-            server_cpu_percent: server_cpu.map(|c| c.percent),
-            churn_generator_cpu_percent: churn.generator_cpu_percent,
-            churn_server_cpu_percent: churn_server_cpu.map(|c| c.percent),
-            server_cpu_us_per_handshake: churn_server_cpu
-                .filter(|_| churn.handshakes > 0)
-                .map(|c| c.seconds * 1e6 / churn.handshakes as f64),
-        };
-        Ok((round, note))
-    }
-
-    fn generate<T: for<'de> Deserialize<'de>>(
-        &self,
-        server: &Server,
-        url: &str,
-        sources: u32,
-        mode: &[String],
-    ) -> anyhow::Result<T> {
-        self.generate_at(server.addr()?, url, sources, mode)
-    }
-
-    fn generate_at<T: for<'de> Deserialize<'de>>(
-        &self,
-        addr: SocketAddr,
-        url: &str,
-        sources: u32,
-        mode: &[String],
-    ) -> anyhow::Result<T> {
-        let first_source = FIRST_SOURCE.parse().expect("FIRST_SOURCE is an IPv4 address");
-        let args = generator_args(addr, url, (sources > 1).then_some((sources, first_source)), mode);
-        self.launcher.generate(&self.paths.testbed, &args)
-    }
-
-    /// Part 2: per data plane, each round measures the pod directly, then through the proxy.
-    fn proxies(&self, notes: &mut Vec<String>) -> Vec<ProxyFigures> {
-        let mut out = Vec::new();
-        for controller in ["nginx", "haproxy", "traefik"] {
-            eprintln!("bench: deploying ws-echo behind {controller}");
-            match self.proxy(controller) {
-                Ok(f) => out.push(f),
-                Err(e) => {
-                    let note = format!("{controller}: {e:#}");
-                    eprintln!("bench: {note}");
-                    notes.push(note);
-                }
-            }
-        }
-        out
-    }
-
-    fn proxy(&self, controller: &str) -> anyhow::Result<ProxyFigures> {
-        let s = self.settings;
-        let env = [
-            ("TESTBED_WS_ECHO", self.paths.ws_echo.display().to_string()),
-            ("RUST_LOG", "warn".to_owned()),
-        ];
-        let (mut server, info) =
-            self.launcher
-                .data_plane(&self.paths.data_plane, controller, &env, &self.paths.logs)?;
-        let direct_url = format!("ws://{}/ws?hello=false", info.pod_addr);
-        let mut rounds = Vec::new();
-        for round in 1..=s.rounds {
-            eprintln!("bench: round {round}/{}: direct vs {controller}", s.rounds);
-            let direct: RttOut = self.generate_at(info.pod_addr, &direct_url, 1, &rtt_args(s))?;
-            let proxied: RttOut = self.generate_at(info.addr, &info.url, 1, &rtt_args(s))?;
-            rounds.push(ProxyRound {
-                direct_msgs_per_sec: direct.msgs_per_sec,
-                direct: direct.latency.into(),
-                proxied_msgs_per_sec: proxied.msgs_per_sec,
-                proxied: proxied.latency.into(),
-            });
-        }
-        server.stop(Duration::from_secs(15));
-        Ok(ProxyFigures::new(controller, info.data_plane, rounds))
-    }
-}
-
-fn hold(s: &Settings) -> Duration {
-    if s.quick {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(3)
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-fn secs(s: f64) -> String {
-    ms(Duration::from_secs_f64(s.max(0.0)))
-}
-
-/// `testbed load` against `addr`; `spread` is (how many source addresses, the first), else the default source.
-fn generator_args(addr: SocketAddr, url: &str, spread: Option<(u32, Ipv4Addr)>, mode: &[String]) -> Vec<String> {
-    let mut args = strings(&["load", "--json", "--quiet", "--addr", &addr.to_string(), "--url", url]);
-    if let Some((sources, first_source)) = spread {
-        args.extend(strings(&[
-            "--sources",
-            &sources.to_string(),
-            "--first-source",
-            &first_source.to_string(),
-        ]));
-    }
-    args.extend(mode.iter().cloned());
-    args
-}
-
-/// ws-echo on a free loopback port, taking `connections` plus the margin.
-fn ws_echo_args(connections: usize) -> Vec<String> {
-    strings(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--max-connections",
-        &(connections + FD_MARGIN).to_string(),
-    ])
-}
-
-/// Only ws-echo's "listening" event: per-connection logs would be measured too.
-fn ws_echo_log() -> (&'static str, String) {
-    ("RUST_LOG", "warn,ws_echo::server=info".to_owned())
-}
-
-fn rtt_args(s: &Settings) -> Vec<String> {
-    strings(&[
-        "rtt",
-        "--connections",
-        &s.rtt_connections.to_string(),
-        "--size",
-        &s.message_bytes.to_string(),
-        "--duration",
-        &secs(s.duration_s),
-        "--warmup",
-        &secs(s.warmup_s),
-    ])
-}
-
-fn idle_args(connections: usize, hold: Duration, pid: Option<u32>) -> Vec<String> {
-    let mut args = strings(&["idle", "--connections", &connections.to_string(), "--hold", &ms(hold)]);
-    if let Some(pid) = pid {
-        args.extend(strings(&["--pid", &pid.to_string()]));
-    }
-    args
-}
-
-fn churn_args(s: &Settings) -> Vec<String> {
-    strings(&[
-        "churn",
-        "--concurrency",
-        &s.churn_concurrency.to_string(),
-        "--duration",
-        &secs(s.duration_s),
-    ])
-}
-
-fn strings(s: &[&str]) -> Vec<String> {
-    s.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// The version of `package` in Cargo.lock (first match).
-fn lock_version(root: &Path, package: &str) -> Option<String> {
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).ok()?;
-    let needle = format!("name = \"{package}\"\nversion = \"");
-    let start = lock.find(&needle)? + needle.len();
-    let rest = &lock[start..];
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
-fn write_outputs(dir: &Path, result: &BenchResult) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let write = |name: &str, content: &[u8]| {
-        let path = dir.join(name);
-        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))
-    };
-    write("bench.json", &serde_json::to_vec_pretty(result)?)?;
-    write("bench.md", render::markdown(result).as_bytes())?;
-    if let Some(svg) = render::latency_svg(result) {
-        write("bench-latency.svg", svg.as_bytes())?;
-    }
-    write("bench.fragment.html", render::fragment_html(result).as_bytes())?;
+/// A seconds-long run of every part, checked for its figures (`bench smoke`), which `cargo xtask
+/// test` makes so the bench cannot rot.
+pub fn smoke(root: &Path) -> anyhow::Result<()> {
+    let bench = prepare(root, true)?;
+    let out = root.join("target/testbed/bench-smoke");
+    let sh = Shell::new()?;
+    cmd!(sh, "{bench} smoke --out {out}")
+        .run()
+        .context("the bench smoke run")?;
     Ok(())
 }
 
-/// The parts of `testbed load --json` results the bench reads.
-#[derive(Debug, Deserialize)]
-struct RttOut {
-    msgs_per_sec: f64,
-    latency: PercentilesOut,
-    generator_cpu_percent: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PercentilesOut {
-    p50_us: u64,
-    p90_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-}
-
-impl From<PercentilesOut> for Latency {
-    fn from(p: PercentilesOut) -> Self {
-        Latency {
-            p50_us: p.p50_us as f64,
-            p90_us: p.p90_us as f64,
-            p99_us: p.p99_us as f64,
-            p999_us: p.p999_us as f64,
-        }
+/// Installs what the bench measures and builds it; returns the release `bench` binary.
+fn prepare(root: &Path, build: bool) -> anyhow::Result<std::path::PathBuf> {
+    tools::ensure(root).context("installing the data planes and the Python venv")?;
+    if build {
+        let sh = Shell::new()?;
+        sh.change_dir(root);
+        let cargo = crate::cargo();
+        cmd!(
+            sh,
+            "{cargo} build --release -p ws-echo -p testbed -p bench-anchors -p bench"
+        )
+        .run()
+        .context("building the release binaries")?;
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct IdleOut {
-    requested: usize,
-    connected: u64,
-    failed: u64,
-    open_at_end: u64,
-    source_addresses: u64,
-    ramp_s: f64,
-    last_error: Option<String>,
-    server_kib_per_connection: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChurnOut {
-    handshakes: u64,
-    handshakes_per_sec: f64,
-    generator_cpu_percent: Option<f64>,
-}
-
-/// What a run that completed should have measured and did not.
-fn smoke_gaps(r: &BenchResult) -> Vec<String> {
-    let mut gaps = Vec::new();
-    for name in ["ws-echo", "tokio-tungstenite", "python-websockets"] {
-        match r.echo.iter().find(|e| e.name == name) {
-            None => gaps.push(format!("no figures for {name}")),
-            Some(e) => {
-                let m = &e.median;
-                if !(m.msgs_per_sec > 0.0 && m.handshakes_per_sec > 0.0 && m.kib_per_idle_connection.is_some()) {
-                    gaps.push(format!("{name}: {m:?}"));
-                }
-            }
-        }
-    }
-    for controller in ["nginx", "haproxy", "traefik"] {
-        if !r
-            .proxies
-            .iter()
-            .any(|p| p.controller == controller && p.proxied_msgs_per_sec > 0.0)
-        {
-            gaps.push(format!("no proxied round trips through {controller}"));
-        }
-    }
-    match &r.capacity {
-        // The smoke run caps processes below its target, so the spread over processes runs too.
-        Some(c) if c.held == c.target as u64 && c.server_processes > 1 => {}
-        Some(c) => gaps.push(format!(
-            "capacity held {} of {} over {} process(es)",
-            c.held, c.target, c.server_processes
-        )),
-        None => gaps.push("no capacity figures".to_owned()),
-    }
-    gaps
+    Ok(crate::target_dir(root).join("release/bench"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::Parser;
 
-    #[test]
-    fn generator_arguments_spell_durations_humantime_understands() {
-        let s = Bench {
-            quick: true,
-            rounds: None,
-            duration: Some(2.5),
-            warmup: None,
-            idle_connections: None,
-            capacity: None,
-            capacity_per_process: None,
-            sources: 8,
-            skip_proxies: false,
-            skip_capacity: false,
-            no_build: false,
-            out: None,
-        }
-        .settings();
-        assert_eq!(s.rounds, 1);
-        assert_eq!(
-            rtt_args(&s).join(" "),
-            "rtt --connections 100 --size 64 --duration 2500ms --warmup 500ms"
-        );
-        assert_eq!(
-            idle_args(10, Duration::from_secs(3), Some(7)).join(" "),
-            "idle --connections 10 --hold 3000ms --pid 7"
-        );
-        assert_eq!(churn_args(&s).join(" "), "churn --concurrency 50 --duration 2500ms");
+    use crate::flags::{Command, Xtask};
+
+    #[track_caller]
+    fn check(argv: &[&str], no_build: bool, passed_on: &[&str]) {
+        let Command::Bench(bench) = Xtask::try_parse_from(argv).unwrap().command else {
+            panic!("{argv:?} is not the bench command");
+        };
+        let (built, args) = bench.split();
+        assert_eq!(!built, no_build, "{argv:?}");
+        assert_eq!(args, passed_on, "{argv:?}");
     }
 
     #[test]
-    fn generator_json_parses_into_the_bench_figures() {
-        let rtt: RttOut = serde_json::from_str(
-            r#"{"mode":"rtt","msgs_per_sec":1234.5,"latency":{"count":9,"mean_us":1.0,"p50_us":10,"p90_us":20,"p99_us":30,"p999_us":40,"max_us":50},"generator_cpu_percent":88.0}"#,
-        )
-        .unwrap();
-        let lat: Latency = rtt.latency.into();
-        assert_eq!(
-            (rtt.msgs_per_sec, lat.p99_us, rtt.generator_cpu_percent),
-            (1234.5, 30.0, Some(88.0))
+    fn bench_flags_are_passed_on_and_no_build_is_ours_wherever_it_stands() {
+        check(&["xtask", "bench"], false, &[]);
+        check(&["xtask", "bench", "--no-build", "--quick"], true, &["--quick"]);
+        check(
+            &["xtask", "bench", "--capacity", "20000", "--no-build", "--out", "d"],
+            true,
+            &["--capacity", "20000", "--out", "d"],
         );
     }
 }

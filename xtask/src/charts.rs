@@ -1,6 +1,6 @@
 //! `cargo xtask charts`: renders our Helm values with the real pinned charts, as a user's helm would, and checks them.
 //!
-//! For each controller in `manifests/controllers/versions.toml` and for the oldest and the newest
+//! For each controller in `pins.toml` and for the oldest and the newest
 //! Kubernetes version in `clusters/` (the full version from the kind node image tag):
 //!
 //! 1. `DIR/<chart>/Chart.yaml` must name the pinned chart at the pinned version.
@@ -59,7 +59,9 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::kind::{self, ChartPin, Pins};
+use model::pins::{self, ChartPin, Pins};
+
+use crate::kind;
 use crate::tools;
 
 /// Where `--pull` puts the charts, and where the check looks when `--charts-dir` is not given.
@@ -96,13 +98,6 @@ impl Charts {
         let started = Instant::now();
         let pins = Pins::load(root)?;
         let dir = root.join(self.charts_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_CHARTS_DIR)));
-        ensure!(
-            pins.helm.version == tools::HELM_VERSION,
-            "{} pins helm {}, but the helm `cargo xtask charts` installs is {}",
-            kind::VERSIONS_FILE,
-            pins.helm.version,
-            tools::HELM_VERSION
-        );
         let helm = tools::ensure_helm(root).context("installing the pinned helm")?;
         if self.pull {
             pull(&helm, &pins, &dir)?;
@@ -120,12 +115,12 @@ impl Charts {
         };
         let mut report = Report::default();
         for (name, pin) in &pins.controllers {
-            check_controller(&ctx, name, pin, &mut report);
+            check_controller(&ctx, name.name(), pin, &mut report);
         }
         println!(
             "charts in {} (helm {}, kubernetes-validate --strict); {:.1} s",
             dir.display(),
-            tools::HELM_VERSION,
+            pins.helm.version,
             started.elapsed().as_secs_f64()
         );
         print!("{}", report.render());
@@ -314,7 +309,7 @@ fn check_chart(chart_dir: &Path, pin: &ChartPin) -> anyhow::Result<()> {
         "{} is chart {}, but {} pins {}",
         path.display(),
         meta.name,
-        kind::VERSIONS_FILE,
+        pins::FILE,
         pin.chart
     );
     ensure!(
@@ -323,7 +318,7 @@ fn check_chart(chart_dir: &Path, pin: &ChartPin) -> anyhow::Result<()> {
         path.display(),
         meta.name,
         meta.version,
-        kind::VERSIONS_FILE,
+        pins::FILE,
         pin.chart_version
     );
     Ok(())

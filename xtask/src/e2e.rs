@@ -2,39 +2,20 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use xshell::{Shell, cmd};
+use model::EnvKind;
 
-use crate::{report, tools};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Env {
-    Local,
-    Kind,
-}
-
-impl Env {
-    fn name(self) -> &'static str {
-        match self {
-            Env::Local => "local",
-            Env::Kind => "kind",
-        }
-    }
-}
+use crate::report;
+use crate::suite::{self, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct E2e {
     /// Where to run: local data planes (default) or a kind cluster.
-    #[arg(long, value_enum, default_value = "local")]
-    env: Env,
-    /// Controllers to test (repeatable; default all three).
-    #[arg(long = "controller", value_parser = ["nginx", "traefik", "haproxy"])]
-    controllers: Vec<String>,
-    /// Only behaviours whose name contains this.
-    #[arg(long)]
-    filter: Option<String>,
+    #[arg(long, default_value = "local", value_name = "local|kind")]
+    env: EnvKind,
+    #[command(flatten)]
+    selection: Selection,
     /// Kubernetes version of the kind cluster.
     #[arg(long)]
     k8s_version: Option<String>,
@@ -45,7 +26,7 @@ pub struct E2e {
 
 impl E2e {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
-        if self.env != Env::Kind || self.keep {
+        if self.env != EnvKind::Kind || self.keep {
             return self.run_suite(root);
         }
         // Whatever happens from here — Ctrl-C while the cluster is created, a failed install, a
@@ -62,57 +43,22 @@ impl E2e {
     }
 
     fn run_suite(self, root: &Path) -> anyhow::Result<()> {
-        let sh = Shell::new()?;
-        sh.change_dir(root);
-        let cargo = crate::cargo();
-        let controllers = if self.controllers.is_empty() {
-            vec!["nginx".to_owned(), "traefik".to_owned(), "haproxy".to_owned()]
-        } else {
-            self.controllers.clone()
-        };
-        let cluster = match self.env {
-            Env::Local => {
-                tools::ensure(root).context("installing the pinned data planes")?;
-                cmd!(sh, "{cargo} build --package ws-echo --bins")
-                    .run()
-                    .context("building ws-echo")?;
-                None
+        let mut env_vars = Vec::new();
+        match self.env {
+            EnvKind::Local => suite::prepare_local(root)?,
+            EnvKind::Kind => {
+                let controllers = self.selection.controllers();
+                let k8s_version = self.k8s_version.as_deref().unwrap_or("");
+                env_vars = crate::kind::ensure_up(root, &controllers, k8s_version)?.env();
             }
-            Env::Kind => Some(crate::kind::ensure_up(
-                root,
-                &controllers,
-                self.k8s_version.as_deref().unwrap_or(""),
-            )?),
-        };
-
-        let results = root.join("target/testbed/results").join(self.env.name());
-        if results.exists() {
-            std::fs::remove_dir_all(&results).with_context(|| format!("clearing {}", results.display()))?;
         }
-        let filter = filterset(&controllers, self.filter.as_deref());
-        let profile = match self.env {
-            Env::Local => "ci",
-            Env::Kind => "kind",
-        };
-        let _env = sh.push_env("TESTBED_ENV", self.env.name());
-        let _results = sh.push_env("TESTBED_RESULTS_DIR", &results);
-        let _keep = self.keep.then(|| sh.push_env("TESTBED_KEEP", "1"));
-        let _cluster_env: Vec<_> = cluster
-            .iter()
-            .flat_map(|c| c.env())
-            .map(|(key, value)| sh.push_env(key, value))
-            .collect();
-        let started = Instant::now();
-        let suite = cmd!(
-            sh,
-            "{cargo} nextest run --package suite --profile {profile} -E {filter}"
-        )
-        .run();
-        let wall = started.elapsed().as_secs_f64();
-
-        let generated_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let mut collected = ::report::collect::collect(&results, self.env.name(), generated_at)
-            .context("collecting the behaviour results")?;
+        if self.keep {
+            env_vars.push(("TESTBED_KEEP".to_owned(), "1".to_owned()));
+        }
+        let results = root.join("target/testbed/results").join(self.env.name());
+        let outcome = suite::run(root, self.env, &self.selection, &results, &env_vars)?;
+        let mut collected = outcome.report?;
+        let wall = outcome.wall_seconds;
         collected.wall_seconds = Some(wall);
         let dir = report::report_dir(root);
         report::write_all(root, &dir, &collected)?;
@@ -122,9 +68,14 @@ impl E2e {
             collected.summary(),
             dir.join("report.html").display()
         );
-        suite.context("some behaviours deviate from their expectation (see the matrix above)")?;
+        outcome
+            .nextest
+            .context("some behaviours deviate from their expectation (see the matrix above)")?;
         // kind is the only profile with retries; a pass on retry still fails the run.
-        let junit = root.join("target/nextest").join(profile).join("junit.xml");
+        let junit = root
+            .join("target/nextest")
+            .join(suite::profile(self.env))
+            .join("junit.xml");
         let flaky = std::fs::read_to_string(&junit)
             .map(|xml| flaky_tests(&xml))
             .unwrap_or_default();
@@ -182,42 +133,14 @@ fn flaky_tests(junit: &str) -> Vec<String> {
         .collect()
 }
 
-/// The nextest filterset: the suite's tests for the chosen controllers and behaviours.
-pub(crate) fn filterset(controllers: &[String], behaviour: Option<&str>) -> String {
-    // rstest names the cases `<behaviour>::c_<n>_Controller__<Name>`.
-    let by_controller = controllers
-        .iter()
-        .map(|c| {
-            let mut name = c.clone();
-            name[..1].make_ascii_uppercase();
-            format!("test(/Controller__{name}$/)")
-        })
-        .collect::<Vec<_>>()
-        .join(" | ");
-    let mut filter = format!("binary(behaviours) & ({by_controller})");
-    if let Some(pattern) = behaviour {
-        filter.push_str(&format!(" & test(/{pattern}/)"));
-    }
-    filter
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn flaky_passes_are_found_in_junit() {
-        let xml = r#"<testsuite><testcase name="a::c_1_Controller__Nginx" classname="suite"><flakyFailure message="x"/></testcase><testcase name="b::c_2_Controller__Traefik" classname="suite"></testcase></testsuite>"#;
-        assert_eq!(flaky_tests(xml), vec!["a::c_1_Controller__Nginx".to_owned()]);
+        let xml = r#"<testsuite><testcase name="a::nginx" classname="suite"><flakyFailure message="x"/></testcase><testcase name="b::traefik" classname="suite"></testcase></testsuite>"#;
+        assert_eq!(flaky_tests(xml), vec!["a::nginx".to_owned()]);
         assert!(flaky_tests("<testsuite></testsuite>").is_empty());
-    }
-
-    #[test]
-    fn filterset_selects_controllers_and_behaviours() {
-        let f = filterset(&["nginx".into(), "haproxy".into()], Some("idle"));
-        assert_eq!(
-            f,
-            "binary(behaviours) & (test(/Controller__Nginx$/) | test(/Controller__Haproxy$/)) & test(/idle/)"
-        );
     }
 }

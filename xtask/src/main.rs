@@ -12,11 +12,12 @@ mod leaks;
 mod lint;
 mod report;
 mod soak;
+mod suite;
 mod test;
 mod tidy;
 mod tools;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -52,6 +53,11 @@ fn project_root() -> anyhow::Result<PathBuf> {
         .parent()
         .map(PathBuf::from)
         .context("xtask has no parent directory")
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// `$CARGO`, as cargo sets it for `cargo xtask`, falling back to `cargo`.

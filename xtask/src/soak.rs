@@ -11,40 +11,24 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use model::EnvKind;
 use report::Outcome;
 use serde::Serialize;
-use xshell::{Shell, cmd};
 
-use crate::tools;
+use crate::suite::{self, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct Soak {
     /// How many times to run the suite back to back.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    /// Controllers to test (repeatable; default all three).
-    #[arg(long = "controller", value_parser = ["nginx", "traefik", "haproxy"])]
-    controllers: Vec<String>,
-    /// Only behaviours whose name contains this.
-    #[arg(long)]
-    filter: Option<String>,
+    #[command(flatten)]
+    selection: Selection,
 }
 
 impl Soak {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
-        let sh = Shell::new()?;
-        sh.change_dir(root);
-        let cargo = crate::cargo();
-        tools::ensure(root).context("installing the pinned data planes")?;
-        cmd!(sh, "{cargo} build --package ws-echo --bins")
-            .run()
-            .context("building ws-echo")?;
-        let controllers = if self.controllers.is_empty() {
-            vec!["nginx".to_owned(), "traefik".to_owned(), "haproxy".to_owned()]
-        } else {
-            self.controllers.clone()
-        };
-        let filter = crate::e2e::filterset(&controllers, self.filter.as_deref());
+        suite::prepare_local(root)?;
         let soak_dir = root.join("target/testbed/soak");
         if soak_dir.exists() {
             fs::remove_dir_all(&soak_dir).with_context(|| format!("clearing {}", soak_dir.display()))?;
@@ -53,13 +37,10 @@ impl Soak {
         let started = Instant::now();
         let mut runs = Vec::new();
         for k in 1..=self.runs {
-            let dir = soak_dir.join(format!("run-{k}"));
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             println!("xtask: soak run {k}/{}", self.runs);
-            let _env = sh.push_env("TESTBED_ENV", "local");
-            let _results = sh.push_env("TESTBED_RESULTS_DIR", &dir);
-            let nextest = cmd!(sh, "{cargo} nextest run --package suite --profile ci -E {filter}").run();
-            let results = match report::collect::collect(&dir, "local", 0) {
+            let dir = soak_dir.join(format!("run-{k}"));
+            let outcome = suite::run(root, EnvKind::Local, &self.selection, &dir, &[])?;
+            let results = match outcome.report {
                 Ok(report) => report
                     .results
                     .iter()
@@ -72,7 +53,7 @@ impl Soak {
             };
             runs.push(Run {
                 run: k,
-                nextest_passed: nextest.is_ok(),
+                nextest_passed: outcome.nextest.is_ok(),
                 results,
             });
         }

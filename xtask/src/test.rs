@@ -1,12 +1,12 @@
 //! `cargo xtask test`: install what the tests need, then run every test with nextest.
 //!
-//! Steps: pinned tools (proxies, linters, Python venv), actionlint over the
-//! workflows (`cargo xtask lint`), the ws-echo binary the local environment
-//! spawns, the container image when a Docker engine answers, then
+//! Steps: pinned tools (proxies, linters, Python venv) and the ws-echo binary the
+//! local environment spawns, actionlint over the workflows (`cargo xtask lint`),
+//! the container image when a Docker engine answers, then
 //! `cargo nextest run --workspace`, then a check that no process the run
 //! started is still alive, then the Autobahn conformance run (when Python 2.7
 //! is here; `TESTBED_REQUIRE_AUTOBAHN=1` makes its absence an error), then a
-//! seconds-long `cargo xtask bench` of every part, checked for its figures.
+//! seconds-long run of every part of the bench (`bench smoke`), checked for its figures.
 //! With `TESTBED_CHARTS_DIR=DIR`, `cargo xtask charts --charts-dir DIR` runs after nextest.
 
 use std::path::Path;
@@ -15,9 +15,8 @@ use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
 use crate::autobahn::Autobahn;
-use crate::bench::Bench;
 use crate::charts::Charts;
-use crate::{image, leaks, lint, tools};
+use crate::{bench, image, leaks, lint, suite};
 
 #[derive(Debug, clap::Args)]
 pub struct Test {
@@ -40,14 +39,9 @@ pub struct Test {
 
 impl Test {
     pub fn run(self, root: &Path) -> anyhow::Result<()> {
-        tools::ensure(root).context("installing the pinned tools")?;
+        // The pinned tools, and the ws-echo binary the local environment spawns.
+        suite::prepare_local(root).context("installing the pinned tools and building ws-echo")?;
         lint::workflows(root).context("linting the workflows")?;
-        let sh = Shell::new()?;
-        sh.change_dir(root);
-        let cargo = crate::cargo();
-        cmd!(sh, "{cargo} build --package ws-echo --bins")
-            .run()
-            .context("building the ws-echo binary")?;
 
         let require_docker = std::env::var("TESTBED_REQUIRE_DOCKER").as_deref() == Ok("1");
         if self.no_image {
@@ -74,6 +68,9 @@ impl Test {
             .into()
         });
         let args = self.nextest_args;
+        let sh = Shell::new()?;
+        sh.change_dir(root);
+        let cargo = crate::cargo();
         let status = cmd!(sh, "{cargo} nextest run --workspace --profile {profile} {args...}").run();
         let leaked = leaks::processes_under(&root.join("target"));
         status.context("nextest reported failures")?;
@@ -88,7 +85,7 @@ impl Test {
         // Protocol conformance: the Autobahn TestSuite is Python 2 only.
         if self.no_autobahn {
             println!("xtask: skipping the Autobahn conformance run (--no-autobahn)");
-        } else if Autobahn::python_available() {
+        } else if Autobahn::python_available(root)? {
             Autobahn::conformance().run(root).context("Autobahn conformance")?;
         } else if std::env::var("TESTBED_REQUIRE_AUTOBAHN").as_deref() == Ok("1") {
             bail!("TESTBED_REQUIRE_AUTOBAHN=1 but no Python 2.7 for the Autobahn TestSuite (set AUTOBAHN_PYTHON)");
@@ -100,7 +97,7 @@ impl Test {
         if self.no_bench {
             println!("xtask: skipping the bench smoke run (--no-bench)");
         } else {
-            Bench::smoke(root).context("the bench smoke run")?;
+            bench::smoke(root).context("the bench smoke run")?;
             nothing_left(&leaks::processes_under(&root.join("target")), "the bench smoke run")?;
         }
         Ok(())

@@ -8,6 +8,7 @@ pub mod capability;
 pub mod controller;
 pub mod controllers;
 pub mod env;
+pub mod pins;
 pub mod spec;
 
 pub use controller::{Controller, ControllerInfo, UnknownController};

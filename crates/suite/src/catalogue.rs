@@ -1,11 +1,20 @@
-//! The catalogue: every behaviour the suite measures, in report order.
+//! The catalogue: every behaviour the suite measures, as values, in report order.
 //!
-//! Modelled on the Gateway API conformance suite: a short name, a
-//! description, and the features it needs. What each controller is expected
-//! to do lives in `docs/profiles/<controller>.toml`, not here.
+//! Modelled on the Gateway API conformance suite (`ConformanceTest{ShortName, Features,
+//! Manifests, Test}` in a list): a behaviour is a [`Behaviour`] value holding its name, the
+//! features it needs, the ingress it asks for and the test that measures it. The values live
+//! in one module per area under `behaviours/`; [`CATALOGUE`] strings the areas together. What
+//! each controller is expected to do lives in `docs/profiles/<controller>.toml`, not here.
+
+use futures_util::future::BoxFuture;
+use model::{Controller, IngressSpec};
+
+use crate::behaviours;
+use crate::feature::Feature;
+use crate::harness::Ctx;
 
 /// A group of behaviours, as the report shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Area {
     Upgrade,
     Timeouts,
@@ -30,178 +39,100 @@ impl Area {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The measurement: gets a deployment of the behaviour's spec, returns the observation word that
+/// `docs/profiles/<controller>.toml` expects (each test documents its vocabulary).
+pub type TestFn = fn(Ctx) -> BoxFuture<'static, anyhow::Result<String>>;
+
+/// One behaviour: everything the harness, the test binary and the report need to know about it.
+#[derive(Debug, Clone, Copy)]
 pub struct Behaviour {
+    /// Short snake_case name: the profile key, the result file, the trial name's first half.
     pub name: &'static str,
     pub area: Area,
     pub description: &'static str,
-    /// Only a real cluster can show it; `local` reports a skip with this reason.
+    /// What it needs from the ingress; always `Feature::of(&(spec)())` (a unit test checks).
+    pub features: &'static [Feature],
+    /// The ingress it asks for.
+    pub spec: fn() -> IngressSpec,
+    pub test: TestFn,
+    /// Only a real cluster can show it; `local` reports it as not applicable, with this reason.
     pub kubernetes_only: Option<&'static str>,
 }
 
-const fn b(name: &'static str, area: Area, description: &'static str) -> Behaviour {
-    Behaviour {
-        name,
-        area,
-        description,
-        kubernetes_only: None,
+impl Behaviour {
+    /// Its position in [`CATALOGUE`]: the report's row order.
+    ///
+    /// # Panics
+    /// When `self` is not an entry of [`CATALOGUE`] (a copy of one is not).
+    pub fn index(&'static self) -> usize {
+        CATALOGUE
+            .iter()
+            .position(|b| std::ptr::eq(b, self))
+            .unwrap_or_else(|| panic!("{} is not an entry of the catalogue", self.name))
+    }
+
+    /// The test binary's name for this behaviour against `controller`: `{behaviour}::{controller}`.
+    ///
+    /// `cargo xtask e2e` selects controllers with `test(/::nginx$/)`; keep the shape.
+    pub fn trial_name(&self, controller: Controller) -> String {
+        format!("{}::{}", self.name, controller.name())
     }
 }
 
-pub const CATALOGUE: &[Behaviour] = &[
-    b(
-        "upgrade_echoes_text_and_binary",
-        Area::Upgrade,
-        "101 Switching Protocols; the hello names a pod; text, binary and a 64 KiB message round-trip exactly.",
-    ),
-    b(
-        "upgrade_negotiates_subprotocol",
-        Area::Upgrade,
-        "Offering `echo.v1` gets it selected, visible to the client in the 101 and in the hello.",
-    ),
-    b(
-        "plain_http_served_alongside",
-        Area::Upgrade,
-        "`/` and `/healthz` through the same host answer 200.",
-    ),
-    b(
-        "wss_through_tls_termination",
-        Area::Upgrade,
-        "wss:// through the ingress, TLS terminated with the testbed CA's certificate.",
-    ),
-    b(
-        "client_ip_forwarded",
-        Area::Upgrade,
-        "The hello's `forwarded_for`/`real_ip` carry the client's address.",
-    ),
-    b(
-        "proxy_protocol_preserves_client_ip",
-        Area::Upgrade,
-        "With PROXY protocol on at the ingress, a PROXY v1 header naming 203.0.113.7 shows up as the client address.",
-    ),
-    b(
-        "idle_connection_closed_at_timeout",
-        Area::Timeouts,
-        "Idle timeout 3 s, no traffic either way: when and how the connection ends.",
-    ),
-    b(
-        "server_ticks_keep_connection_alive",
-        Area::Timeouts,
-        "Idle timeout 3 s, server ticks every 1 s: still open after 3× the timeout.",
-    ),
-    b(
-        "server_pings_keep_connection_alive",
-        Area::Timeouts,
-        "Idle timeout 3 s, server pings every 1 s and nothing else: measured.",
-    ),
-    b(
-        "client_pings_keep_connection_alive",
-        Area::Timeouts,
-        "Idle timeout 3 s, client pings every 1 s and nothing else: measured.",
-    ),
-    b(
-        "no_affinity_spreads_connections",
-        Area::Affinity,
-        "3 pods, no affinity: 30 connections reach at least 2 pods.",
-    ),
-    b(
-        "cookie_affinity_pins_reconnects",
-        Area::Affinity,
-        "Cookie affinity: the cookie arrives on the 101; 10 reconnects with it reach the same pod.",
-    ),
-    b(
-        "client_ip_affinity_pins_by_source",
-        Area::Affinity,
-        "Client-IP affinity: 5 source addresses × 5 reconnects; each source always reaches one pod, sources spread over ≥ 2 pods.",
-    ),
-    b(
-        "cookie_affinity_moves_when_pod_dies",
-        Area::Affinity,
-        "The pinned pod is deleted; reconnecting with the old cookie reaches a live pod without error.",
-    ),
-    b(
-        "polling_session_needs_affinity",
-        Area::Affinity,
-        "`POST /session` then 10 `GET /session/{sid}`: all 200 with cookie affinity; without it at least one 400.",
-    ),
-    b(
-        "existing_connection_survives_prestop",
-        Area::Termination,
-        "During preStop (drain 3 s) the client still gets echoes and ticks from the terminating pod.",
-    ),
-    b(
-        "no_new_connections_to_terminating_pod",
-        Area::Termination,
-        "After deletion starts, new connections reach other pods; measures how long the terminating pod still got new ones.",
-    ),
-    b(
-        "server_close_1001_reaches_client",
-        Area::Termination,
-        "After SIGTERM + shutdown grace the client receives Close 1001 through the proxy, not an abnormal end.",
-    ),
-    b(
-        "client_reconnects_to_new_pod",
-        Area::Termination,
-        "After 1001 the client reconnects to a ready pod; measures the disruption.",
-    ),
-    b(
-        "rolling_update_has_no_failed_handshakes",
-        Area::Termination,
-        "A connection every 100 ms during a rollout restart of 3 pods: failed handshakes counted.",
-    ),
-    b(
-        "no_message_loss_across_rollout",
-        Area::Termination,
-        "A client that reconnects on close and numbers its messages loses none sent before the close frame arrived.",
-    ),
-    b(
-        "sigkill_after_grace_ends_connection_abnormally",
-        Area::Termination,
-        "With --ignore-sigterm, the connection ends abnormally at the end of the grace period.",
-    ),
-    b(
-        "connection_survives_endpoint_change",
-        Area::Reloads,
-        "Scaling up and down leaves open connections alone.",
-    ),
-    b(
-        "connection_fate_on_config_reload",
-        Area::Reloads,
-        "An unrelated route is added with the data-plane drain limit at 5 s: whether and when existing connections end.",
-    ),
-    Behaviour {
-        name: "service_session_affinity_is_bypassed",
-        area: Area::Kubernetes,
-        description: "Service `sessionAffinity: ClientIP` without ingress affinity: 30 connections from one client still reach ≥ 2 pods when the controller routes to pod IPs.",
-        kubernetes_only: Some(
-            "Service sessionAffinity is implemented by kube-proxy, which the local environment does not have",
-        ),
-    },
-    Behaviour {
-        name: "publish_not_ready_addresses_keeps_terminating_pod_routable",
-        area: Area::Kubernetes,
-        description: "With `publishNotReadyAddresses: true`, whether and how long new connections still reach a terminating pod.",
-        kubernetes_only: Some("publishNotReadyAddresses is an EndpointSlice behaviour of a real cluster"),
-    },
-    b(
-        "metrics_count_active_connections",
-        Area::Observability,
-        "With 5 open connections, `websocket_connections_active` summed over the pods' /metrics is 5.",
-    ),
-];
+const ENTRIES: usize = count(behaviours::AREAS);
 
-/// The behaviour called `name` and its position in the catalogue.
-pub fn find(name: &str) -> Option<(usize, &'static Behaviour)> {
-    CATALOGUE.iter().enumerate().find(|(_, b)| b.name == name)
+static ALL: [Behaviour; ENTRIES] = concat(behaviours::AREAS);
+
+/// Every behaviour, area by area, in report order.
+pub static CATALOGUE: &[Behaviour] = &ALL;
+
+/// Every trial of the test binary: each behaviour × each controller, in catalogue order.
+pub fn trials() -> impl Iterator<Item = (&'static Behaviour, Controller)> {
+    CATALOGUE
+        .iter()
+        .flat_map(|b| Controller::ALL.into_iter().map(move |c| (b, c)))
+}
+
+const fn count(areas: &[(Area, &[Behaviour])]) -> usize {
+    let (mut n, mut a) = (0, 0);
+    while a < areas.len() {
+        n += areas[a].1.len();
+        a += 1;
+    }
+    n
+}
+
+const fn concat<const N: usize>(areas: &[(Area, &[Behaviour])]) -> [Behaviour; N] {
+    let mut out = [areas[0].1[0]; N];
+    let (mut n, mut a) = (0, 0);
+    while a < areas.len() {
+        let (area, entries) = areas[a];
+        let mut i = 0;
+        while i < entries.len() {
+            assert!(
+                entries[i].area as u8 == area as u8,
+                "a behaviour is listed under another area"
+            );
+            out[n] = entries[i];
+            n += 1;
+            i += 1;
+        }
+        a += 1;
+    }
+    assert!(n == N, "the catalogue's length is the sum of its areas");
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
     fn names_are_unique_snake_case() {
-        for (i, b) in CATALOGUE.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for b in CATALOGUE {
             assert!(
                 b.name
                     .bytes()
@@ -209,7 +140,46 @@ mod tests {
                 "{}",
                 b.name
             );
-            assert_eq!(find(b.name).map(|(j, _)| j), Some(i), "duplicate {}", b.name);
+            assert!(seen.insert(b.name), "duplicate {}", b.name);
         }
+    }
+
+    #[test]
+    fn areas_come_in_report_order_and_each_entry_knows_its_place() {
+        let areas: Vec<Area> = behaviours::AREAS.iter().map(|(area, _)| *area).collect();
+        assert!(areas.is_sorted() && areas.windows(2).all(|w| w[0] != w[1]), "{areas:?}");
+        assert!(CATALOGUE.iter().map(|b| b.area).is_sorted());
+        for (i, b) in CATALOGUE.iter().enumerate() {
+            assert_eq!(b.index(), i, "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn declared_features_are_the_features_of_the_spec() {
+        for b in CATALOGUE {
+            assert_eq!(
+                b.features,
+                Feature::of(&(b.spec)()),
+                "{}: `features` must list exactly what its spec asks of the ingress",
+                b.name
+            );
+        }
+    }
+
+    /// Every behaviour has its test and runs once per controller under a distinct trial name
+    /// (the test binary enumerates exactly [`trials`]); the profiles side is checked in `profile`.
+    #[test]
+    fn every_behaviour_is_one_trial_per_controller() {
+        let names: BTreeSet<String> = trials().map(|(b, c)| b.trial_name(c)).collect();
+        assert_eq!(names.len(), CATALOGUE.len() * Controller::ALL.len());
+        for b in CATALOGUE {
+            for c in Controller::ALL {
+                let name = b.trial_name(c);
+                assert!(names.contains(&name));
+                assert_eq!(name.rsplit_once("::"), Some((b.name, c.name())));
+            }
+        }
+        let (first, controller) = trials().next().unwrap();
+        assert_eq!(first.trial_name(controller), "upgrade_echoes_text_and_binary::nginx");
     }
 }

@@ -1,11 +1,10 @@
 //! Runs one behaviour against one controller and records the result.
 //!
-//! [`run`] deploys the spec in the environment `TESTBED_ENV` names, hands the
-//! test a [`Ctx`] to measure with, compares the observation with the
-//! controller's profile, writes the result file the report is built from, and
-//! panics when the outcome deviates — so nextest shows the failure too.
+//! [`run`] takes a catalogue entry and a controller, deploys the entry's spec in the
+//! environment `TESTBED_ENV` names, hands its test a [`Ctx`] to measure with, compares the
+//! observation with the controller's profile, writes the result file the report is built
+//! from, and returns an error when the outcome deviates, so that nextest shows the failure too.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +17,7 @@ use report::{BehaviourResult, Figure, Lane, Outcome};
 use testbed::Deployment;
 use testbed::env::{EnvError, TerminationRecord, Versions};
 
-use crate::catalogue;
+use crate::catalogue::{Behaviour, TestFn};
 use crate::lanes;
 use crate::profile;
 
@@ -130,25 +129,28 @@ impl Ctx {
     }
 }
 
-/// Runs `behaviour` for `controller` with `spec`; `test` returns the observation.
-pub async fn run<F, Fut>(behaviour: &str, controller: Controller, spec: IngressSpec, test: F)
-where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = anyhow::Result<String>>,
-{
+/// A behaviour whose outcome deviates from its expectation, or that could not be run at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Deviation(String);
+
+/// Runs `behaviour` against `controller` in the environment `TESTBED_ENV` names, writes its
+/// result file, and returns the outcome; `Err` when it deviates from the controller's profile
+/// (the result file says how) or could not be set up (then no result file is written).
+pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Result<Outcome, Deviation> {
     crate::init_tracing();
     let started = Instant::now();
-    let (index, entry) = catalogue::find(behaviour).unwrap_or_else(|| panic!("{behaviour} is not in the catalogue"));
-    let env = EnvKind::current().unwrap_or_else(|e| panic!("{e}"));
-    let profile = profile::load(controller).unwrap_or_else(|e| panic!("{e}"));
-    let expectation = profile.get(behaviour).unwrap_or_else(|e| panic!("{e}")).clone();
+    let name = behaviour.name;
+    let env = EnvKind::current().map_err(|e| Deviation(e.to_string()))?;
+    let profile = profile::load(controller).map_err(|e| Deviation(chain(&e)))?;
+    let expectation = profile.get(name).map_err(|e| Deviation(chain(&e)))?.clone();
     let expected = expectation.observed_in(env).to_owned();
 
     let mut result = BehaviourResult {
-        index,
-        behaviour: behaviour.to_owned(),
-        area: entry.area.name().to_owned(),
-        description: entry.description.to_owned(),
+        index: behaviour.index(),
+        behaviour: name.to_owned(),
+        area: behaviour.area.name().to_owned(),
+        description: behaviour.description.to_owned(),
         controller: controller.name().to_owned(),
         env: env.name().to_owned(),
         outcome: Outcome::Fail,
@@ -169,39 +171,33 @@ where
         duration_ms: 0.0,
     };
 
-    match (env, entry.kubernetes_only) {
+    match (env, behaviour.kubernetes_only) {
         (EnvKind::Local, Some(reason)) => not_measured(&mut result, Outcome::NotApplicable, reason.to_owned()),
-        _ => measure(&mut result, env, controller, &spec, test).await,
+        _ => measure(&mut result, env, controller, &(behaviour.spec)(), behaviour.test).await,
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     write_result(&result);
 
     match result.outcome {
-        Outcome::Pass => {}
-        Outcome::NotSupported | Outcome::NotApplicable => eprintln!(
-            "{} {behaviour} [{controller}, {env}]: {}",
-            result.outcome.label().to_uppercase(),
-            result.reason.as_deref().unwrap_or("")
-        ),
-        Outcome::Fail => panic!(
-            "{behaviour} [{controller}, {env}]: expected {:?}, observed {:?}{}",
+        Outcome::Pass => Ok(Outcome::Pass),
+        Outcome::NotSupported | Outcome::NotApplicable => {
+            eprintln!(
+                "{} {name} [{controller}, {env}]: {}",
+                result.outcome.label().to_uppercase(),
+                result.reason.as_deref().unwrap_or("")
+            );
+            Ok(result.outcome)
+        }
+        Outcome::Fail => Err(Deviation(format!(
+            "{name} [{controller}, {env}]: expected {:?}, observed {:?}{}",
             result.expected,
             result.observed,
             result.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
-        ),
+        ))),
     }
 }
 
-async fn measure<F, Fut>(
-    result: &mut BehaviourResult,
-    env: EnvKind,
-    controller: Controller,
-    spec: &IngressSpec,
-    test: F,
-) where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: Future<Output = anyhow::Result<String>>,
-{
+async fn measure(result: &mut BehaviourResult, env: EnvKind, controller: Controller, spec: &IngressSpec, test: TestFn) {
     let environment = match testbed::env::from_env().await {
         Ok(e) => e,
         Err(err) => return fail(result, format!("opening the {env} environment: {}", chain(&err))),

@@ -1,18 +1,24 @@
-//! The WebSocket behaviour suite: catalogue, expectations, and the harness that records results.
+//! The WebSocket behaviour suite: the behaviours as values, expectations, and the harness that records results.
 //!
-//! The tests themselves live in `tests/behaviours.rs`; they only build
-//! `model::IngressSpec`s and measure through the probe.
+//! [`catalogue::CATALOGUE`] lists every [`Behaviour`]: its name, area, the [`Feature`]s it needs,
+//! the `model::IngressSpec` it asks for and its test. The values and their tests live in one
+//! module per area under `behaviours/`; `tests/behaviours.rs` runs the catalogue × every
+//! controller through [`harness::run`], one trial named `{behaviour}::{controller}` each.
 //! **Invariant:** nothing here names a controller-specific knob; only the
 //! renderers in `testbed::render` do.
 
+mod behaviours;
 pub mod catalogue;
+pub mod feature;
 pub mod harness;
 mod lanes;
 pub mod profile;
 
 use std::sync::OnceLock;
 
-pub use harness::{Ctx, run};
+pub use catalogue::{Area, Behaviour, CATALOGUE};
+pub use feature::Feature;
+pub use harness::{Ctx, Deviation, run};
 
 /// Installs a test-friendly tracing subscriber once (`RUST_LOG` filters it).
 pub fn init_tracing() {

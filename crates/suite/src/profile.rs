@@ -116,6 +116,8 @@ mod tests {
     use super::*;
     use crate::catalogue::CATALOGUE;
 
+    /// The profile side of "every behaviour is complete": the test side cannot be missing, as a
+    /// `Behaviour` does not compile without its `test`.
     #[test]
     fn every_controller_has_a_sourced_expectation_for_every_behaviour() {
         for controller in Controller::ALL {
@@ -141,5 +143,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Without starting anything: the capability table refuses a behaviour's spec exactly where
+    /// the profile expects "unsupported", in every environment; a Kubernetes-only behaviour is
+    /// refused in `local` (the harness reports it as not applicable there). A refused knob is
+    /// always one of the behaviour's declared features.
+    #[test]
+    fn the_capability_table_refuses_exactly_what_the_profiles_expect_unsupported() {
+        let mut wrong = Vec::new();
+        for controller in Controller::ALL {
+            let profile = load(controller).unwrap();
+            let file = format!("docs/profiles/{}.toml", controller.name());
+            for behaviour in CATALOGUE {
+                let expected_by_env = profile.get(behaviour.name).unwrap();
+                let features: Vec<&str> = behaviour.features.iter().map(|f| f.knob()).collect();
+                for env in EnvKind::ALL {
+                    let at = format!("{} [{controller}, {env}]", behaviour.name);
+                    let expected = expected_by_env.observed_in(env);
+                    let refused = model::capability::check(controller, env, &(behaviour.spec)()).err();
+                    let says = match &refused {
+                        Some(u) => format!("the capability check refuses knob {} ({})", u.knob, u.reason),
+                        None => format!("the capability check accepts every knob of {features:?}"),
+                    };
+                    if let Some(u) = &refused
+                        && !behaviour.features.iter().any(|f| f.covers(&u.knob))
+                    {
+                        wrong.push(format!("{at}: {says}, which is none of its features {features:?}"));
+                    }
+                    match (env, behaviour.kubernetes_only, &refused) {
+                        // Reported as not applicable, whatever the profile expects in a cluster.
+                        (EnvKind::Local, Some(_), Some(_)) => {}
+                        (EnvKind::Local, Some(_), None) => wrong.push(format!(
+                            "{at}: Kubernetes-only, so the check must refuse it in local, but {says}"
+                        )),
+                        (_, _, Some(_)) if expected != "unsupported" => wrong.push(format!(
+                            "{at}: {says}, but {file} expects {expected:?} in {env} (a refused knob is expected \
+                             \"unsupported\")"
+                        )),
+                        (_, _, None) if expected == "unsupported" => {
+                            wrong.push(format!("{at}: {file} expects \"unsupported\" in {env}, but {says}"))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "capability table and profiles disagree:\n{}",
+            wrong.join("\n")
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! WebSocket).
 
 mod cleanup;
+pub mod controllers;
 pub mod env;
 pub mod kind;
 pub mod local;
+pub mod ready;
 pub mod render;
 pub mod tools;
 

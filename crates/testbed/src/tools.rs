@@ -1,7 +1,7 @@
 //! Locating the data-plane binaries (`cargo xtask tools` installs them) and the ws-echo binary.
 //!
-//! `TESTBED_NGINX`, `TESTBED_HAPROXY`, `TESTBED_TRAEFIK` and `TESTBED_WS_ECHO`
-//! override the defaults with binaries of your choice.
+//! Each controller's `binary_env` (`TESTBED_NGINX`, …) and `TESTBED_WS_ECHO` override the
+//! defaults with binaries of your choice.
 
 use std::path::{Path, PathBuf};
 
@@ -43,17 +43,13 @@ fn target_dir() -> PathBuf {
 
 /// The environment variable that overrides `controller`'s data-plane binary.
 pub fn env_var(controller: Controller) -> &'static str {
-    match controller {
-        Controller::Nginx => "TESTBED_NGINX",
-        Controller::Traefik => "TESTBED_TRAEFIK",
-        Controller::Haproxy => "TESTBED_HAPROXY",
-    }
+    controller.info().binary_env
 }
 
-/// The data-plane binary `controller` runs: nginx, traefik or haproxy.
+/// The data-plane binary `controller` runs (its name under `target/tools/bin/`, or the override).
 pub fn data_plane(controller: Controller) -> Result<PathBuf> {
     let env_var = env_var(controller);
-    let tool = controller_binary(controller);
+    let tool = controller.info().data_plane;
     let path = match std::env::var_os(env_var) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => tools_dir().join("bin").join(tool),
@@ -62,14 +58,6 @@ pub fn data_plane(controller: Controller) -> Result<PathBuf> {
         Ok(path)
     } else {
         Err(ToolsError::DataPlaneMissing { tool, path, env_var })
-    }
-}
-
-fn controller_binary(controller: Controller) -> &'static str {
-    match controller {
-        Controller::Nginx => "nginx",
-        Controller::Traefik => "traefik",
-        Controller::Haproxy => "haproxy",
     }
 }
 

@@ -4,7 +4,7 @@
 //!   parses as typed k8s-openapi objects;
 //! - rendered objects and manifests validate against the Kubernetes schemas of each supported version
 //!   (`kubernetes-validate`, installed by `cargo xtask tools`);
-//! - the kind cluster configs, the version pins and the CI workflows agree with the code.
+//! - the kind cluster configs, the pins (`pins.toml`) and the CI workflows agree with the code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,11 +16,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::pins::Pins;
 use model::{Affinity, Controller, CookieAffinity, IngressSpec};
 use serde::Deserialize;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
-    ControllerSettings, INSTALLS, RenderOptions, TlsMaterial, helm_values, render, sample_spec, sample_specs,
+    ControllerSettings, RenderOptions, TlsMaterial, helm_values, installs, render, sample_spec, sample_specs,
     to_yaml_doc, unrelated_ingress,
 };
 
@@ -74,7 +75,7 @@ fn generated_manifests() -> BTreeMap<PathBuf, String> {
         files.insert(
             PathBuf::from(format!("manifests/controllers/{name}-values.yaml")),
             format!(
-                "{HEADER}# Our overrides of the {name} Helm chart pinned in versions.toml.\n{}",
+                "{HEADER}# Our overrides of the {name} Helm chart pinned in pins.toml.\n{}",
                 serde_yaml_ng::to_string(&helm_values(controller)).unwrap()
             ),
         );
@@ -327,22 +328,9 @@ fn schema_validation_rejects_a_broken_object() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-struct Pins {
-    controllers: BTreeMap<String, ChartPin>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChartPin {
-    namespace: String,
-    release: String,
-    values: String,
-    http_port: u16,
-    https_port: u16,
-}
-
+/// `pins.toml`, through the one schema every reader uses.
 fn pins() -> Pins {
-    toml::from_str(&std::fs::read_to_string(root().join("manifests/controllers/versions.toml")).unwrap()).unwrap()
+    Pins::load(&root()).unwrap()
 }
 
 #[test]
@@ -364,7 +352,7 @@ fn kind_configs_give_each_controller_its_own_loopback_port() -> anyhow::Result<(
             "{version}: node image version"
         );
         let mut seen = BTreeSet::new();
-        for inst in INSTALLS {
+        for inst in installs() {
             for (tls, port) in [(false, inst.http_port), (true, inst.https_port)] {
                 let addr = config.host_addr(inst.controller, tls).map_err(anyhow::Error::msg)?;
                 ensure!(addr.ip().is_loopback(), "{addr} is not loopback");
@@ -383,11 +371,11 @@ fn kind_configs_give_each_controller_its_own_loopback_port() -> anyhow::Result<(
 #[test]
 fn versions_pin_each_controller_where_the_testbed_expects_it() -> anyhow::Result<()> {
     let pins = pins();
-    let names: BTreeSet<&str> = pins.controllers.keys().map(String::as_str).collect();
-    let known: BTreeSet<&str> = Controller::ALL.iter().map(|c| c.name()).collect();
-    ensure!(names == known, "versions.toml controllers {names:?} != {known:?}");
-    for inst in INSTALLS {
-        let pin = &pins.controllers[inst.controller.name()];
+    let names: BTreeSet<Controller> = pins.controllers.keys().copied().collect();
+    let known: BTreeSet<Controller> = Controller::ALL.into_iter().collect();
+    ensure!(names == known, "pins.toml controllers {names:?} != {known:?}");
+    for inst in installs() {
+        let pin = &pins.controllers[&inst.controller];
         ensure!(pin.namespace == inst.namespace, "{}: namespace", inst.controller);
         ensure!(pin.release == inst.release, "{}: release", inst.controller);
         ensure!(

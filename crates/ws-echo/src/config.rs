@@ -97,6 +97,54 @@ impl Config {
         }
         hostname().unwrap_or_else(|| "ws-echo".to_owned())
     }
+
+    /// The command line that starts ws-echo with this configuration: `--listen` always, then every
+    /// other setting that differs from [`Config::default`], each as one `--flag=value` argument
+    /// (what both a `Command` and a container's `args` take). Started with these and no ws-echo
+    /// environment variables, ws-echo parses back exactly `self`.
+    pub fn to_args(&self) -> Vec<String> {
+        let d = Config::default();
+        let mut args = vec![format!("--listen={}", self.listen)];
+        args.extend(self.pod_name.as_ref().map(|pod| format!("--pod-name={pod}")));
+        let durations = [
+            ("tick-interval", self.tick_interval, d.tick_interval),
+            ("ping-interval", self.ping_interval, d.ping_interval),
+            ("drain-delay", self.drain_delay, d.drain_delay),
+            ("shutdown-grace", self.shutdown_grace, d.shutdown_grace),
+            ("header-read-timeout", self.header_read_timeout, d.header_read_timeout),
+        ];
+        for (name, value, _) in durations.into_iter().filter(|(_, value, default)| value != default) {
+            args.push(format!("--{name}={}", duration_arg(value)));
+        }
+        let sizes = [
+            ("max-connections", self.max_connections, d.max_connections),
+            ("max-message-size", self.max_message_size, d.max_message_size),
+        ];
+        for (name, value, _) in sizes.into_iter().filter(|(_, value, default)| value != default) {
+            args.push(format!("--{name}={value}"));
+        }
+        if self.log_format != d.log_format {
+            let format = clap::ValueEnum::to_possible_value(&self.log_format).expect("no variant is skipped");
+            args.push(format!("--log-format={}", format.get_name()));
+        }
+        if self.ignore_sigterm {
+            args.push("--ignore-sigterm".to_owned());
+        }
+        args
+    }
+}
+
+/// A duration as ws-echo's flags spell it, exactly and in the largest whole unit: `3s`, `1500ms`,
+/// `250us`, `7ns`; `0s` for zero. humantime (ws-echo's parser, and the load generator's) reads it
+/// back unchanged, and so do Go (Traefik) and HAProxy for whole seconds and milliseconds.
+pub fn duration_arg(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let units: [(u128, &str); 4] = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us"), (1, "ns")];
+    let (per, unit) = units
+        .into_iter()
+        .find(|(per, _)| nanos.is_multiple_of(*per))
+        .expect("every count of nanoseconds is a multiple of one");
+    format!("{}{unit}", nanos / per)
 }
 
 /// The machine's hostname, as Kubernetes sets it to the pod name.
@@ -175,6 +223,54 @@ mod tests {
         assert_eq!(parsed.max_message_size, 1024);
         assert_eq!(parsed.header_read_timeout, Duration::from_millis(500));
         assert_eq!(parsed.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn durations_are_spelled_exactly_in_the_largest_whole_unit() {
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(15), "15s"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_micros(2_000_250), "2000250us"),
+            (Duration::from_nanos(7), "7ns"),
+        ] {
+            assert_eq!(duration_arg(d), want);
+            assert_eq!(humantime::parse_duration(want).unwrap(), d, "{want}");
+        }
+    }
+
+    #[test]
+    fn to_args_parses_back_into_the_same_config() {
+        let defaults = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(defaults.to_args(), ["--listen=127.0.0.1:0"]);
+        let changed = Config {
+            pod_name: Some("pod-a".into()),
+            tick_interval: Duration::from_millis(250),
+            ping_interval: Duration::from_secs(1),
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_millis(2500),
+            ignore_sigterm: true,
+            max_connections: 3,
+            max_message_size: 1024,
+            header_read_timeout: Duration::from_millis(500),
+            log_format: LogFormat::Json,
+            ..defaults.clone()
+        };
+        assert_eq!(
+            changed.to_args().join(" "),
+            "--listen=127.0.0.1:0 --pod-name=pod-a --tick-interval=250ms --ping-interval=1s --drain-delay=0s \
+             --shutdown-grace=2500ms --header-read-timeout=500ms --max-connections=3 --max-message-size=1024 \
+             --log-format=json --ignore-sigterm"
+        );
+        if std::env::vars().all(|(k, _)| !KNOWN_ENV.contains(&k.as_str())) {
+            for config in [defaults, changed] {
+                let argv = std::iter::once("ws-echo".to_owned()).chain(config.to_args());
+                assert_eq!(Config::try_parse_from(argv).unwrap(), config);
+            }
+        }
     }
 
     #[test]

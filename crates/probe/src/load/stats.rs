@@ -70,9 +70,19 @@ impl CpuClock {
     }
 }
 
-/// utime + stime of this process from /proc/self/stat (USER_HZ is 100 on Linux).
+/// utime + stime of this process from /proc/self/stat.
 pub fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_at("/proc/self/stat")
+}
+
+/// utime + stime of process `pid` from /proc/<pid>/stat: what a server used while a load ran.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_time_at(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a /proc stat file (USER_HZ is 100 on Linux).
+fn cpu_time_at(stat: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // Fields after the command name (which may contain spaces) start at state (field 3).
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -111,5 +121,6 @@ mod tests {
     fn own_rss_and_cpu_time_are_readable() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(process_cpu_time().is_some());
+        assert!(cpu_time(std::process::id()).is_some());
     }
 }

@@ -134,7 +134,7 @@ impl WireSocket {
                     self.partial = Some((opcode, len));
                     None
                 }
-                OP_TEXT | OP_BINARY => Some((opcode, len, self.rbuf[body].as_ref() == payload)),
+                OP_TEXT | OP_BINARY => Some((opcode, len, &self.rbuf[body] == payload)),
                 OP_CONTINUATION => {
                     let Some((first, so_far)) = self.partial else {
                         return Err(protocol("a continuation frame arrived outside a fragmented message"));

@@ -289,41 +289,44 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
                 .await
                 .map_err(api_err(format!("applying {controller} ConfigMap {name}")))?;
-            // Both controllers watch their ConfigMap and reload; no restart needed.
+            // The controller watches its ConfigMap and applies it; no restart needed.
             Ok(())
         }
-        ControllerSettings::TraefikArgs(wanted) => {
+        ControllerSettings::StaticArgs {
+            managed_prefixes,
+            args: wanted,
+        } => {
             let api: Api<K8sDeployment> = Api::namespaced(client.clone(), inst.namespace);
             let current = api
                 .get(inst.workload)
                 .await
                 .map_err(api_err(format!("reading {} Deployment {}", controller, inst.workload)))?;
             let current_args = ops::container_args(&current, inst.container);
-            let merged = render::merge_traefik_args(&current_args, wanted);
+            let merged = render::merge_static_args(&current_args, managed_prefixes, wanted);
             if ops::static_args_applied(&current, inst.container, &merged) {
                 return Ok(());
             }
             if merged != current_args {
-                tracing::info!(args = ?wanted, "restarting Traefik with new static arguments");
+                tracing::info!(%controller, args = ?wanted, "restarting the controller with new static arguments");
                 api.patch(
                     inst.workload,
                     &PatchParams::default(),
                     &Patch::Strategic(ops::container_args_patch(inst.container, &merged)),
                 )
                 .await
-                .map_err(api_err("patching Traefik's static arguments"))?;
+                .map_err(api_err(format!("patching {controller}'s static arguments")))?;
             }
             // Also when the arguments were already in the spec: an earlier try may have patched
             // them and given up while the old pod still served with the old ones.
-            let what = "Traefik to roll out with new static arguments";
+            let what = format!("{controller} to roll out with new static arguments");
             match tokio::time::timeout(WAIT, await_condition(api, inst.workload, ops::deployment_rolled_out)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(KindError::Wait {
-                    what: what.to_owned(),
+                    what,
                     detail: e.to_string(),
                 }),
                 Err(_) => Err(KindError::Wait {
-                    what: what.to_owned(),
+                    what,
                     detail: format!(
                         "timed out after {WAIT:?} (one node: the controller's strategy must let the old pod go first)"
                     ),

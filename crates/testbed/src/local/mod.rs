@@ -11,10 +11,9 @@
 
 mod dataplane;
 mod dns;
-mod http;
 mod pod;
-mod process;
-mod runtime_api;
+pub(crate) mod process;
+pub(crate) mod runtime_api;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,11 +29,12 @@ use tokio::task::AbortHandle;
 use self::dataplane::DataPlane;
 pub use self::dataplane::DataPlaneProcesses;
 pub use self::dns::DnsResponder;
-use self::http::Target;
 use self::pod::PodProcess;
 use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
+use crate::ready::{self, Check};
 use crate::render::local::ExtraRoute;
 use model::{Controller, EnvKind, IngressSpec, Unsupported};
+use probe::ProbeOptions;
 use probe::tls::TestCa;
 
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;
@@ -72,6 +72,11 @@ pub enum LocalError {
         after: Duration,
         log_tail: String,
     },
+    #[error("{wait}; {log_tail}")]
+    Wait {
+        wait: crate::ready::NotReady,
+        log_tail: String,
+    },
     #[error("HAProxy runtime API command {command:?} was refused: {answer}")]
     RuntimeApi { command: String, answer: String },
     #[error("signalling {what}")]
@@ -82,6 +87,8 @@ pub enum LocalError {
     },
     #[error("no pod named {pod:?} in this deployment")]
     NoSuchPod { pod: String },
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
 }
 
 impl From<LocalError> for EnvError {
@@ -100,7 +107,28 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// How long the harness waits for a process or the data plane to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// HAProxy's own view of its workers (master CLI `show proc`).
+pub(crate) async fn master_workers(socket: &Path) -> std::io::Result<Vec<u32>> {
+    let answer = runtime_api::send(socket, "show proc").await?;
+    Ok(runtime_api::parse_worker_pids(&answer))
+}
+
+/// The harness's own client for one pod, dialled directly (`/readyz`, `/drain`, `/metrics`).
+pub(crate) fn pod_client(addr: SocketAddr, timeout: Duration) -> Result<ProbeOptions> {
+    Ok(ProbeOptions::new(addr, &format!("http://{addr}/"))?.handshake_timeout(timeout))
+}
+
+/// The `"pod"` field of a ws-echo JSON answer (`POST /session`).
+fn pod_of(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value.get("pod")?.as_str().map(str::to_owned)
+}
 
 /// The local environment. Cheap; every deployment is independent.
 #[derive(Debug, Default)]
@@ -147,7 +175,8 @@ struct Inner {
     ws_echo: PathBuf,
     /// Port every pod listens on, each on its own 127.0.1.N.
     pod_port: u16,
-    target: Target,
+    /// A client of this deployment: the data plane's listener, the Ingress host, TLS, PROXY header.
+    client: ProbeOptions,
     data_plane: DataPlane,
     state: Mutex<State>,
     /// Serializes endpoint and configuration changes.
@@ -193,7 +222,7 @@ impl Inner {
         let endpoints = self.endpoints();
         let extra = self.state().extra_routes.clone();
         self.data_plane
-            .set_endpoints(&self.spec, &endpoints, &extra, &self.target)
+            .set_endpoints(&self.spec, &endpoints, &extra, &self.client)
             .await
     }
 
@@ -237,41 +266,41 @@ impl Inner {
 
     /// Waits until requests through the data plane have reached every pod in `names`.
     async fn wait_routed(&self, names: &BTreeSet<String>) -> Result<()> {
-        let start = Instant::now();
-        let mut seen = BTreeSet::new();
-        let mut last_error = String::new();
-        let mut i: u32 = 0;
-        while !names.is_subset(&seen) {
-            if start.elapsed() > READY_TIMEOUT {
-                return Err(LocalError::NotReady {
-                    what: format!(
-                        "{} to route to pods {names:?} (reached {seen:?}; last error: {last_error})",
-                        self.controller
-                    ),
-                    after: READY_TIMEOUT,
-                    log_tail: self.data_plane.log_tail(),
-                });
-            }
+        let seen = Mutex::new(BTreeSet::new());
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let what = format!("{} to route to pods {names:?}", self.controller);
+        let routed = ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || async {
             // Distinct client addresses, so client-IP affinity spreads too.
+            let i = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (i % 250 + 1) as u8));
-            i += 1;
-            match http::request(&self.target, Some(source), "POST", "/session", Duration::from_secs(2)).await {
-                Ok(r) if r.status == 200 => {
-                    if let Some(pod) = r.pod() {
-                        seen.insert(pod);
+            // A fresh cookie jar: an affinity cookie would pin every request to one pod.
+            let mut opts = self
+                .client
+                .clone()
+                .cookie_jar(probe::CookieJar::new())
+                .source_ip(source);
+            if self.spec.proxy_protocol {
+                opts = opts.proxy_protocol(SocketAddr::new(source, 40_000 + (i % 20_000) as u16));
+            }
+            match probe::http_request(&opts, http::Method::POST, "/session", Vec::new()).await {
+                Ok(r) if r.status == http::StatusCode::OK => {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.extend(pod_of(&r.body));
+                    if names.is_subset(&seen) {
+                        Check::Ready(())
+                    } else {
+                        Check::NotYet(format!("reached {seen:?}"))
                     }
                 }
-                Ok(r) => {
-                    last_error = format!("status {}", r.status);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => {
-                    last_error = e.to_string();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Ok(r) => Check::NotYet(format!("status {}", r.status)),
+                Err(e) => Check::NotYet(e.to_string()),
             }
-        }
-        Ok(())
+        })
+        .await;
+        routed.map_err(|wait| LocalError::Wait {
+            wait,
+            log_tail: self.data_plane.log_tail(),
+        })
     }
 
     /// Starts Kubernetes' termination sequence for `name`. The receiver
@@ -317,8 +346,10 @@ impl Inner {
                 result.map(|()| at)
             };
             let stop = async {
-                let pod_target = Target::direct(addr);
-                let drain = http::request(&pod_target, None, "GET", "/drain", grace);
+                let drain = async {
+                    let pod = pod_client(addr, grace)?;
+                    Ok::<_, LocalError>(probe::http_get(&pod, "/drain").await?)
+                };
                 let prestop = tokio::time::timeout_at(deadline, drain).await;
                 let prestop_done = matches!(prestop, Ok(Ok(_))).then(SystemTime::now);
                 let mut sigterm = None;
@@ -404,12 +435,15 @@ impl LocalDeployment {
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?,
         );
-        let target = Target {
+        let endpoint = model::Endpoint {
             addr: listen,
             host: spec.host.clone(),
-            tls: tls_client,
-            proxy_protocol: spec.proxy_protocol,
+            tls: spec.tls,
         };
+        let mut client = ProbeOptions::for_endpoint(&endpoint, "/")?.handshake_timeout(Duration::from_secs(2));
+        if let Some(tls) = tls_client {
+            client = client.tls(tls);
+        }
         let state = State {
             pods: BTreeMap::new(),
             template_hash: template_hash(),
@@ -433,17 +467,8 @@ impl LocalDeployment {
             pods.insert(pod.name.clone(), pod);
         }
         let endpoints: Vec<SocketAddr> = pods.values().map(|p| p.addr).collect();
-        let data_plane = DataPlane::start(
-            controller,
-            &binary,
-            spec,
-            &dir,
-            listen,
-            tls_files.as_ref(),
-            &endpoints,
-            &target,
-        )
-        .await?;
+        let data_plane =
+            DataPlane::start(controller, &binary, spec, &dir, listen, tls_files.as_ref(), &endpoints).await?;
         let inner = Arc::new(Inner {
             controller,
             spec: spec.clone(),
@@ -453,7 +478,7 @@ impl LocalDeployment {
             ca,
             ws_echo,
             pod_port,
-            target,
+            client,
             data_plane,
             state: Mutex::new(State {
                 pods,
@@ -463,14 +488,7 @@ impl LocalDeployment {
             ops: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         });
-        let deployment = LocalDeployment {
-            endpoint: model::Endpoint {
-                addr: listen,
-                host: spec.host.clone(),
-                tls: spec.tls,
-            },
-            inner,
-        };
+        let deployment = LocalDeployment { endpoint, inner };
         deployment.inner.wait_routed(&names.into_iter().collect()).await?;
         tracing::info!(controller = %controller, dir = %deployment.inner.dir.display(), "local deployment ready");
         Ok(deployment)
@@ -626,37 +644,50 @@ impl Deployment for LocalDeployment {
         };
         let endpoints = self.inner.endpoints();
         let extra = self.inner.state().extra_routes.clone();
-        self.inner
+        let inner = &self.inner;
+        inner
             .data_plane
-            .apply_config(&self.inner.spec, &endpoints, &extra, &self.inner.target)
+            .apply_config(&inner.spec, &endpoints, &extra, &inner.client)
             .await?;
         // The change is applied once the new route answers.
-        let target = Target {
-            host: route.host.clone(),
-            ..self.inner.target.clone()
-        };
-        let start = Instant::now();
-        let mut last_reload = Instant::now();
-        loop {
-            if last_reload.elapsed() > Duration::from_secs(3) {
-                // A reload signal that arrived while the master was busy is asked for again.
-                tracing::warn!(controller = %self.inner.controller, "the new route does not answer yet; reloading again");
-                self.inner.data_plane.reload().await?;
-                last_reload = Instant::now();
-            }
-            match http::request(&target, None, "POST", "/session", Duration::from_secs(2)).await {
-                Ok(r) if r.status == 200 => return Ok(()),
-                _ if start.elapsed() > READY_TIMEOUT => {
-                    return Err(LocalError::NotReady {
-                        what: format!("the new route {} to answer", route.host),
-                        after: READY_TIMEOUT,
-                        log_tail: self.inner.data_plane.log_tail(),
-                    }
-                    .into());
-                }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
+        let scheme = if inner.client.is_tls() { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{}/session", route.host, inner.client.addr.port());
+        let mut new_route = ProbeOptions::new(inner.client.addr, &url).map_err(LocalError::from)?;
+        new_route.cookies = probe::CookieJar::new();
+        new_route.tls = inner.client.tls.clone();
+        new_route.handshake_timeout = Duration::from_secs(2);
+        if inner.spec.proxy_protocol {
+            new_route = new_route.proxy_protocol(SocketAddr::from(([127, 0, 2, 1], 40_000)));
         }
+        let last_apply = Mutex::new(Instant::now());
+        let what = format!("the new route {} to answer", route.host);
+        let answered = ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || async {
+            let stale = last_apply.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > Duration::from_secs(3);
+            if stale {
+                // A reload asked for while the master was busy is asked for again.
+                tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
+                if let Err(e) = inner
+                    .data_plane
+                    .apply_config(&inner.spec, &endpoints, &extra, &inner.client)
+                    .await
+                {
+                    return Check::NotYet(e.to_string());
+                }
+                *last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            match probe::http_request(&new_route, http::Method::POST, "/session", Vec::new()).await {
+                Ok(r) if r.status == http::StatusCode::OK => Check::Ready(()),
+                Ok(r) => Check::NotYet(format!("status {}", r.status)),
+                Err(e) => Check::NotYet(e.to_string()),
+            }
+        })
+        .await;
+        answered.map_err(|wait| {
+            EnvError::from(LocalError::Wait {
+                wait,
+                log_tail: inner.data_plane.log_tail(),
+            })
+        })
     }
 
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {
@@ -667,16 +698,15 @@ impl Deployment for LocalDeployment {
             .get(pod)
             .map(|p| p.addr)
             .ok_or_else(|| EnvError::NoSuchPod { pod: pod.to_owned() })?;
-        let r = http::request(&Target::direct(addr), None, "GET", "/metrics", Duration::from_secs(5))
+        let what = format!("reading /metrics of pod {pod}");
+        let client = pod_client(addr, Duration::from_secs(5))?;
+        let r = probe::http_get(&client, "/metrics")
             .await
-            .map_err(io_err(format!("reading /metrics of pod {pod}")))?;
-        if r.status != 200 {
-            return Err(EnvError::failed(
-                format!("reading /metrics of pod {pod}"),
-                format!("status {}", r.status),
-            ));
+            .map_err(|e| EnvError::failed(what.clone(), e))?;
+        if !r.status.is_success() {
+            return Err(EnvError::failed(what, format!("status {}", r.status)));
         }
-        Ok(r.body)
+        Ok(r.text())
     }
 
     async fn teardown(self: Box<Self>) -> crate::env::Result<()> {

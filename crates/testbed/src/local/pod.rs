@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::http::{self, Target};
 use super::process::{log_stdio, log_tail};
 use super::{LocalError, READY_TIMEOUT, Result};
+use crate::ready::{self, Accept, Check, WaitFor};
 use model::IngressSpec;
 
 #[derive(Debug)]
@@ -30,60 +30,46 @@ impl PodProcess {
     pub async fn spawn(ws_echo: &Path, dir: &Path, name: String, addr: SocketAddr, spec: &IngressSpec) -> Result<Self> {
         let log = dir.join("pods").join(format!("{name}.log"));
         let (stdout, stderr) = log_stdio(&log).map_err(super::io_err(format!("opening {}", log.display())))?;
-        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        let mut config = crate::render::ws_echo_config(spec, addr);
+        config.pod_name = Some(name.clone());
         let mut cmd = Command::new(ws_echo);
-        cmd.env("POD_NAME", &name)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--drain-delay")
-            .arg(fmt(spec.drain.prestop_delay))
-            .arg("--shutdown-grace")
-            .arg(fmt(spec.drain.shutdown_grace))
-            .arg("--log-format")
-            .arg("text");
-        if let Some(tick) = spec.pod.tick_interval {
-            cmd.arg("--tick-interval").arg(fmt(tick));
-        }
-        if let Some(ping) = spec.pod.ping_interval {
-            cmd.arg("--ping-interval").arg(fmt(ping));
-        }
-        if spec.pod.ignore_sigterm {
-            cmd.arg("--ignore-sigterm");
-        }
+        cmd.args(config.to_args());
         cmd.stdin(std::process::Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
+        let child = cmd.spawn().map_err(|source| LocalError::Spawn {
             what: format!("pod {name}"),
             program: ws_echo.to_owned(),
             source,
         })?;
         let pid = child.id().unwrap_or_default();
         let cleanup = Some(crate::cleanup::process(pid));
-        let start = Instant::now();
-        let target = Target::direct(addr);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(LocalError::ExitedEarly {
-                    what: format!("pod {name}"),
-                    status: super::process::exit_text(status),
-                    log_tail: log_tail(&log, 20),
-                });
+        let client = super::pod_client(addr, Duration::from_secs(1))?;
+        let what = format!("pod {name} to answer 200 on /readyz at {addr}");
+        let readyz = WaitFor::Http {
+            opts: Box::new(client),
+            path: "/readyz".to_owned(),
+            accept: Accept::Success,
+        };
+        let child = std::sync::Mutex::new(child);
+        let exited = || {
+            let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
+            child.try_wait().ok().flatten()
+        };
+        let ready = ready::until(&what, READY_TIMEOUT, Duration::from_millis(10), || async {
+            if let Some(status) = exited() {
+                return Check::Abort(format!("it exited ({})", super::process::exit_text(status)));
             }
-            if let Ok(r) = http::request(&target, None, "GET", "/readyz", Duration::from_secs(1)).await
-                && r.status == 200
-            {
-                break;
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                return Err(LocalError::NotReady {
-                    what: format!("pod {name} to answer 200 on /readyz at {addr}"),
-                    after: READY_TIMEOUT,
-                    log_tail: log_tail(&log, 20),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            readyz.check().await
+        })
+        .await;
+        let child = child.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Err(wait) = ready {
+            return Err(LocalError::Wait {
+                wait,
+                log_tail: log_tail(&log, 20),
+            });
         }
         tracing::debug!(pod = %name, %addr, "pod ready");
         Ok(PodProcess {

@@ -1,29 +1,12 @@
-//! Kubernetes objects for the kind environment: Ingress with each controller's annotations, Service, Deployment.
+//! Kubernetes objects for the kind environment: the ws-echo Deployment, Service, NetworkPolicy,
+//! TLS Secret and the Ingress, as typed k8s-openapi objects.
 //!
-//! [`render`] turns an [`IngressSpec`] into typed k8s-openapi objects: the ws-echo Deployment (probes,
+//! [`render`] turns an `IngressSpec` into [`KindObjects`]: the ws-echo Deployment (probes,
 //! preStop drain, hardened securityContext), its Service, a NetworkPolicy, the Ingress carrying the
-//! controller's own annotations and IngressClass, an optional TLS Secret, and the controller-level
-//! settings the spec needs ([`ControllerSettings`]: an ingress-nginx or HAProxy ConfigMap, Traefik
-//! static arguments). [`INSTALLS`] says where each controller lives in the cluster and which host
-//! ports reach it; [`helm_values`] writes our overrides of each controller's Helm chart.
-//!
-//! Annotation facts (checked against upstream documentation):
-//! - ingress-nginx: `nginx.ingress.kubernetes.io/proxy-read-timeout`, `proxy-send-timeout` (seconds),
-//!   `affinity: cookie`, `session-cookie-name`, `session-cookie-max-age`, `upstream-hash-by`;
-//!   ConfigMap keys `worker-shutdown-timeout`, `use-proxy-protocol`.
-//! - Traefik (Kubernetes Ingress provider): `traefik.ingress.kubernetes.io/router.entrypoints`,
-//!   `router.tls` on the Ingress; `service.sticky.cookie`, `.name`, `.maxage` on the *Service*. The
-//!   provider reads no load-balancer strategy from annotations (its `ServiceIng` has only
-//!   serversScheme, serversTransport, passHostHeader, sticky and nativeLB), so client-IP affinity
-//!   (`hrw`) would need the CRD provider's TraefikService: the shared `model::capability::check`
-//!   answers [`Unsupported`] in every environment.
-//!   Entry point timeouts, `lifeCycle.graceTimeOut` and `proxyProtocol` are static arguments.
-//! - HAProxy (haproxytech v3.2.6): `load-balance` on the Ingress; `cookie-persistence` on the
-//!   Service (the controller reads it from Service, Ingress and ConfigMap, in that order:
-//!   documentation/annotations.md, pkg/service/service.go); timeouts as ConfigMap keys
-//!   `timeout-client`, `timeout-server`, `timeout-tunnel` (one mapping shared with the local
-//!   renderer: [`crate::render::local::haproxy::timeouts`]); ConfigMap-only `hard-stop-after`,
-//!   `proxy-protocol`.
+//! controller's IngressClass, an optional TLS Secret, and the controller-level settings the spec
+//! needs ([`ControllerSettings`]). What is particular to a controller — its annotations, settings,
+//! Helm values and where it is installed ([`ControllerInstall`]) — comes from its module in
+//! [`crate::controllers`]; this module never names one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,7 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use crate::render::haproxy;
+use crate::controllers;
+pub use crate::render::duration_value;
 use model::{Affinity, Controller, IngressSpec, Unsupported};
 
 /// Name of the ws-echo Deployment, Service and Ingress in each test namespace.
@@ -90,50 +74,15 @@ pub struct ControllerInstall {
     pub https_port: u16,
 }
 
-/// One row per controller, in [`Controller::ALL`] order. The kind cluster configs under `clusters/`
-/// map exactly these ports; a test keeps them in step.
-pub const INSTALLS: [ControllerInstall; 3] = [
-    ControllerInstall {
-        controller: Controller::Nginx,
-        namespace: "ingress-nginx",
-        release: "ingress-nginx",
-        workload_kind: "Deployment",
-        workload: "ingress-nginx-controller",
-        container: "controller",
-        config_map: Some("ingress-nginx-controller"),
-        http_port: 18080,
-        https_port: 18443,
-    },
-    ControllerInstall {
-        controller: Controller::Traefik,
-        namespace: "traefik",
-        release: "traefik",
-        workload_kind: "Deployment",
-        workload: "traefik",
-        container: "traefik",
-        config_map: None,
-        http_port: 28080,
-        https_port: 28443,
-    },
-    ControllerInstall {
-        controller: Controller::Haproxy,
-        namespace: "haproxy-controller",
-        release: "haproxy",
-        workload_kind: "DaemonSet",
-        workload: "haproxy-kubernetes-ingress",
-        container: "kubernetes-ingress-controller",
-        config_map: Some("haproxy-kubernetes-ingress"),
-        http_port: 38080,
-        https_port: 38443,
-    },
-];
+/// The install rows of every controller, in [`Controller::ALL`] order. The kind cluster configs
+/// under `clusters/` map exactly these ports; a test keeps them in step.
+pub fn installs() -> impl Iterator<Item = &'static ControllerInstall> {
+    Controller::ALL.into_iter().map(install)
+}
 
 /// The install row for `controller`.
 pub fn install(controller: Controller) -> &'static ControllerInstall {
-    INSTALLS
-        .iter()
-        .find(|i| i.controller == controller)
-        .expect("INSTALLS has a row per controller")
+    controllers::of(controller).install()
 }
 
 /// Our default data-plane drain limit, set in the Helm values (upstream defaults are 240 s, 30 min, 10 s).
@@ -182,18 +131,32 @@ impl std::fmt::Debug for TlsMaterial {
 pub enum ControllerSettings {
     /// Keys for the controller's ConfigMap (ingress-nginx, HAProxy), applied server-side.
     ConfigMap(Box<ConfigMap>),
-    /// Static arguments for the Traefik container, replacing every argument with one of
-    /// [`TRAEFIK_MANAGED_ARG_PREFIXES`].
-    TraefikArgs(Vec<String>),
+    /// Static arguments of the controller's container (Traefik): `args` replace every argument
+    /// that starts with one of `managed_prefixes`; the chart's others stay. Changing them rolls
+    /// the controller's pods.
+    StaticArgs {
+        managed_prefixes: &'static [&'static str],
+        args: Vec<String>,
+    },
 }
 
-/// Traefik arguments the testbed owns; others (from the Helm chart) are left alone.
-pub const TRAEFIK_MANAGED_ARG_PREFIXES: [&str; 4] = [
-    "--entryPoints.web.transport.",
-    "--entryPoints.websecure.transport.",
-    "--entryPoints.web.proxyProtocol.",
-    "--entryPoints.websecure.proxyProtocol.",
-];
+/// A [`ControllerSettings::ConfigMap`] for `install`'s ConfigMap.
+pub fn config_map_settings(install: &ControllerInstall, data: BTreeMap<String, String>) -> ControllerSettings {
+    ControllerSettings::ConfigMap(Box::new(ConfigMap {
+        metadata: ObjectMeta {
+            name: install.config_map.map(str::to_owned),
+            namespace: Some(install.namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..ConfigMap::default()
+    }))
+}
+
+/// The data-plane drain limit a spec asks for in kind: its own, else the one our Helm values set.
+pub fn drain_limit(spec: &IngressSpec) -> Duration {
+    spec.data_plane.drain_limit.unwrap_or(DEFAULT_DRAIN_LIMIT)
+}
 
 /// Everything one deployment of a spec consists of.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,42 +235,14 @@ fn meta(name: &str, controller: Controller, opts: &RenderOptions) -> ObjectMeta 
     }
 }
 
-/// Humantime-ish duration for ws-echo flags and Traefik/HAProxy values: whole seconds as `3s`, else `1500ms`.
-pub fn go_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-/// ingress-nginx timeouts are whole seconds; round up so a short timeout never becomes 0.
-fn nginx_seconds(d: Duration) -> String {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    secs.max(1).to_string()
-}
-
 fn grace_seconds(d: Duration) -> i64 {
     i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
 }
 
 /// The ws-echo container arguments for a spec.
 pub fn ws_echo_args(spec: &IngressSpec) -> Vec<String> {
-    let mut args = vec![
-        format!("--listen=0.0.0.0:{CONTAINER_PORT}"),
-        format!("--drain-delay={}", go_duration(spec.drain.prestop_delay)),
-        format!("--shutdown-grace={}", go_duration(spec.drain.shutdown_grace)),
-    ];
-    if let Some(tick) = spec.pod.tick_interval {
-        args.push(format!("--tick-interval={}", go_duration(tick)));
-    }
-    if let Some(ping) = spec.pod.ping_interval {
-        args.push(format!("--ping-interval={}", go_duration(ping)));
-    }
-    if spec.pod.ignore_sigterm {
-        args.push("--ignore-sigterm".to_owned());
-    }
-    args
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], CONTAINER_PORT));
+    crate::render::ws_echo_config(spec, listen).to_args()
 }
 
 fn http_get(path: &str) -> HTTPGetAction {
@@ -440,23 +375,7 @@ fn deployment(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) 
 }
 
 fn service(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> Service {
-    let mut annotations = BTreeMap::new();
-    match (controller, &spec.affinity) {
-        (Controller::Traefik, Affinity::Cookie(cookie)) => {
-            let key = |k: &str| format!("traefik.ingress.kubernetes.io/service.sticky.cookie{k}");
-            annotations.insert(key(""), "true".to_owned());
-            annotations.insert(key(".name"), cookie.name.clone());
-            if let Some(max_age) = cookie.max_age_secs {
-                annotations.insert(key(".maxage"), max_age.to_string());
-            }
-        }
-        (Controller::Haproxy, Affinity::Cookie(cookie)) => {
-            // Read from Service, Ingress and ConfigMap (the Service first); on the Service it pins
-            // this backend whichever Ingress routes to it.
-            annotations.insert("haproxy.org/cookie-persistence".to_owned(), cookie.name.clone());
-        }
-        _ => {}
-    }
+    let annotations = controllers::of(controller).service_annotations(spec);
     let mut metadata = meta(APP_NAME, controller, opts);
     if !annotations.is_empty() {
         metadata.annotations = Some(annotations);
@@ -487,55 +406,7 @@ fn service(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> 
 
 /// The Ingress annotations `controller` needs for `spec`.
 pub fn ingress_annotations(controller: Controller, spec: &IngressSpec) -> BTreeMap<String, String> {
-    let mut a = BTreeMap::new();
-    let t = &spec.timeouts;
-    match controller {
-        Controller::Nginx => {
-            let key = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
-            // proxy-read/send-timeout govern upgraded connections; the idle timeout sets both.
-            if let Some(read) = t.read.or(t.idle) {
-                a.insert(key("proxy-read-timeout"), nginx_seconds(read));
-            }
-            if let Some(send) = t.send.or(t.idle) {
-                a.insert(key("proxy-send-timeout"), nginx_seconds(send));
-            }
-            match &spec.affinity {
-                Affinity::None => {}
-                Affinity::Cookie(cookie) => {
-                    a.insert(key("affinity"), "cookie".to_owned());
-                    a.insert(key("affinity-mode"), "persistent".to_owned());
-                    a.insert(key("session-cookie-name"), cookie.name.clone());
-                    if let Some(max_age) = cookie.max_age_secs {
-                        a.insert(key("session-cookie-max-age"), max_age.to_string());
-                    }
-                }
-                Affinity::ClientIp => {
-                    a.insert(key("upstream-hash-by"), "$remote_addr".to_owned());
-                }
-            }
-        }
-        Controller::Traefik => {
-            let key = |k: &str| format!("traefik.ingress.kubernetes.io/{k}");
-            let entrypoint = if spec.tls { "websecure" } else { "web" };
-            a.insert(key("router.entrypoints"), entrypoint.to_owned());
-            if spec.tls {
-                a.insert(key("router.tls"), "true".to_owned());
-            }
-        }
-        Controller::Haproxy => {
-            let key = |k: &str| format!("haproxy.org/{k}");
-            for timeout in haproxy::timeouts(spec)
-                .iter()
-                .filter(|k| k.scope == haproxy::Scope::Ingress)
-            {
-                a.insert(key(timeout.key), go_duration(timeout.value));
-            }
-            if let Affinity::ClientIp = spec.affinity {
-                a.insert(key("load-balance"), "source".to_owned());
-            }
-        }
-    }
-    a
+    controllers::of(controller).ingress_annotations(spec)
 }
 
 fn ingress(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> Ingress {
@@ -609,7 +480,7 @@ fn network_policy(controller: Controller, opts: &RenderOptions) -> NetworkPolicy
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: "kubernetes.io/metadata.name".to_owned(),
                 operator: "In".to_owned(),
-                values: Some(INSTALLS.iter().map(|i| i.namespace.to_owned()).collect()),
+                values: Some(installs().map(|i| i.namespace.to_owned()).collect()),
             }]),
             ..LabelSelector::default()
         }),
@@ -678,157 +549,61 @@ fn tls_secret(opts: &RenderOptions, tls: &TlsMaterial) -> Secret {
     }
 }
 
-/// The controller-wide settings `spec` needs. Every key the testbed manages is present, so applying
-/// them resets whatever the previous test set.
+/// The controller-wide settings `spec` needs. Every key the testbed manages is present, so
+/// applying them resets whatever the previous test set.
 pub fn controller_settings(controller: Controller, spec: &IngressSpec) -> ControllerSettings {
-    let drain = spec.data_plane.drain_limit.unwrap_or(DEFAULT_DRAIN_LIMIT);
-    let inst = install(controller);
-    let config_map = |data: BTreeMap<String, String>| {
-        ControllerSettings::ConfigMap(Box::new(ConfigMap {
-            metadata: ObjectMeta {
-                name: inst.config_map.map(str::to_owned),
-                namespace: Some(inst.namespace.to_owned()),
-                ..ObjectMeta::default()
-            },
-            data: Some(data),
-            ..ConfigMap::default()
-        }))
-    };
-    match controller {
-        Controller::Nginx => config_map(BTreeMap::from([
-            ("worker-shutdown-timeout".to_owned(), go_duration(drain)),
-            ("use-proxy-protocol".to_owned(), spec.proxy_protocol.to_string()),
-        ])),
-        Controller::Haproxy => {
-            let mut data = BTreeMap::from([("hard-stop-after".to_owned(), go_duration(drain))]);
-            for timeout in haproxy::timeouts(spec)
-                .iter()
-                .filter(|k| k.scope == haproxy::Scope::ConfigMap)
-            {
-                data.insert(timeout.key.to_owned(), go_duration(timeout.value));
-            }
-            if spec.proxy_protocol {
-                data.insert("proxy-protocol".to_owned(), "0.0.0.0/0".to_owned());
-            }
-            config_map(data)
-        }
-        Controller::Traefik => {
-            let mut args = Vec::new();
-            for ep in ["web", "websecure"] {
-                args.push(format!(
-                    "--entryPoints.{ep}.transport.lifeCycle.graceTimeOut={}",
-                    go_duration(drain)
-                ));
-                if let Some(idle) = spec.timeouts.idle {
-                    args.push(format!(
-                        "--entryPoints.{ep}.transport.respondingTimeouts.readTimeout={}",
-                        go_duration(idle)
-                    ));
-                    args.push(format!(
-                        "--entryPoints.{ep}.transport.respondingTimeouts.idleTimeout={}",
-                        go_duration(idle)
-                    ));
-                }
-                if spec.proxy_protocol {
-                    args.push(format!("--entryPoints.{ep}.proxyProtocol.trustedIPs=0.0.0.0/0"));
-                }
-            }
-            ControllerSettings::TraefikArgs(args)
-        }
-    }
+    controllers::of(controller).settings(spec)
 }
 
-/// Replaces the testbed-managed arguments in `current` with `wanted`, keeping the chart's own.
-pub fn merge_traefik_args(current: &[String], wanted: &[String]) -> Vec<String> {
+/// Replaces the arguments that start with one of `managed` in `current` with `wanted`, keeping the
+/// chart's own.
+pub fn merge_static_args(current: &[String], managed: &[&str], wanted: &[String]) -> Vec<String> {
     let mut out: Vec<String> = current
         .iter()
-        .filter(|a| !TRAEFIK_MANAGED_ARG_PREFIXES.iter().any(|p| a.starts_with(p)))
+        .filter(|a| !managed.iter().any(|p| a.starts_with(p)))
         .cloned()
         .collect();
     out.extend(wanted.iter().cloned());
     out
 }
 
+/// What every controller's Helm values share: the ingress-ready node, our drain limit, a real
+/// terminationGracePeriodSeconds, a rollout that can finish on one node.
+#[derive(Debug, Clone)]
+pub struct HelmCommon {
+    pub node_selector: serde_json::Value,
+    pub tolerations: serde_json::Value,
+    /// Our default data-plane drain limit, as a duration string.
+    pub drain: String,
+    pub grace_seconds: i64,
+    pub one_node_rollout: serde_json::Value,
+}
+
+impl HelmCommon {
+    pub fn new() -> Self {
+        use serde_json::json;
+        HelmCommon {
+            node_selector: json!({"ingress-ready": "true", "kubernetes.io/os": "linux"}),
+            tolerations: json!([
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+            ]),
+            drain: duration_value(DEFAULT_DRAIN_LIMIT),
+            grace_seconds: CONTROLLER_GRACE_SECONDS,
+            one_node_rollout: one_node_rollout(),
+        }
+    }
+}
+
+impl Default for HelmCommon {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Our overrides of each controller's Helm chart: own IngressClass, hostPorts on the ingress-ready
 /// node, short drain limit, a real terminationGracePeriodSeconds, no telemetry.
 pub fn helm_values(controller: Controller) -> serde_json::Value {
-    use serde_json::json;
-    let inst = install(controller);
-    let class = controller.ingress_class();
-    let node_selector = json!({"ingress-ready": "true", "kubernetes.io/os": "linux"});
-    let tolerations = json!([
-        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
-    ]);
-    let drain = go_duration(DEFAULT_DRAIN_LIMIT);
-    match controller {
-        Controller::Nginx => json!({
-            "controller": {
-                "ingressClass": class,
-                "ingressClassResource": {
-                    "name": class,
-                    "enabled": true,
-                    "default": false,
-                    "controllerValue": "k8s.io/ingress-nginx",
-                },
-                "watchIngressWithoutClass": false,
-                "kind": "Deployment",
-                "replicaCount": 1,
-                "hostPort": {"enabled": true, "ports": {"http": inst.http_port, "https": inst.https_port}},
-                "service": {"type": "ClusterIP"},
-                "publishService": {"enabled": false},
-                "extraArgs": {"publish-status-address": "localhost"},
-                "nodeSelector": node_selector,
-                "tolerations": tolerations,
-                "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS,
-                "admissionWebhooks": {"enabled": false},
-                "config": {"worker-shutdown-timeout": drain, "use-proxy-protocol": "false"},
-                "updateStrategy": one_node_rollout(),
-            }
-        }),
-        Controller::Traefik => json!({
-            // Chart v36 removed root `globalArguments` (39.0.8's values.schema.json rejects it);
-            // these two keys render --global.checkNewVersion/--global.sendAnonymousUsage=false.
-            "global": {"checkNewVersion": false, "sendAnonymousUsage": false},
-            "ingressClass": {"enabled": true, "isDefaultClass": false, "name": class},
-            "providers": {
-                "kubernetesIngress": {"enabled": true, "publishedService": {"enabled": false}},
-                "kubernetesCRD": {"enabled": false},
-            },
-            "ports": {
-                "web": {"hostPort": inst.http_port},
-                "websecure": {"hostPort": inst.https_port},
-            },
-            "service": {"type": "ClusterIP"},
-            "nodeSelector": node_selector,
-            "tolerations": tolerations,
-            "deployment": {"replicas": 1, "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS},
-            "updateStrategy": one_node_rollout(),
-            "additionalArguments": [
-                format!("--entryPoints.web.transport.lifeCycle.graceTimeOut={drain}"),
-                format!("--entryPoints.websecure.transport.lifeCycle.graceTimeOut={drain}"),
-            ],
-        }),
-        Controller::Haproxy => json!({
-            "controller": {
-                "kind": "DaemonSet",
-                "ingressClass": class,
-                // Chart 1.49.0 creates the IngressClass unconditionally (no `enabled` key).
-                "ingressClassResource": {"name": class, "default": false},
-                "daemonset": {
-                    "useHostPort": true,
-                    "hostPorts": {"http": inst.http_port, "https": inst.https_port, "stat": 38024},
-                },
-                "service": {"enabled": false},
-                // Its default (true) passes --publish-service naming the Service disabled above.
-                "publishService": {"enabled": false},
-                "strategy": one_node_rollout(),
-                "nodeSelector": node_selector,
-                "tolerations": tolerations,
-                "terminationGracePeriodSeconds": CONTROLLER_GRACE_SECONDS,
-                "config": {"hard-stop-after": drain},
-            }
-        }),
-    }
+    controllers::of(controller).helm_values(&HelmCommon::new())
 }
 
 /// The rollout strategy of a controller that holds hostPorts on a one-node cluster: the old pod
@@ -1017,7 +792,7 @@ mod tests {
             panic!("haproxy uses a ConfigMap")
         };
         assert_eq!(cm.data.unwrap()["hard-stop-after"], "5s");
-        let ControllerSettings::TraefikArgs(args) = controller_settings(Controller::Traefik, &spec) else {
+        let ControllerSettings::StaticArgs { args, .. } = controller_settings(Controller::Traefik, &spec) else {
             panic!("traefik uses static args")
         };
         assert!(args.contains(&"--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()));
@@ -1028,7 +803,8 @@ mod tests {
     /// read render::haproxy, so one spec means one set of HAProxy timeouts in either environment.
     #[test]
     fn haproxy_timeouts_are_the_same_in_kind_and_local() {
-        use crate::render::local::{haproxy as local, test_support::context};
+        use crate::controllers::haproxy::config as local;
+        use crate::render::local::test_support::context;
         let mut spec = IngressSpec::new(3).with_idle_timeout(Duration::from_secs(3));
         spec.timeouts.read = Some(Duration::from_millis(2500));
         let ControllerSettings::ConfigMap(cm) = controller_settings(Controller::Haproxy, &spec) else {
@@ -1057,8 +833,9 @@ mod tests {
             "--global.checknewversion=false".to_owned(),
             "--entryPoints.web.transport.lifeCycle.graceTimeOut=10s".to_owned(),
         ];
-        let merged = merge_traefik_args(
+        let merged = merge_static_args(
             &current,
+            &crate::controllers::traefik::MANAGED_ARG_PREFIXES,
             &["--entryPoints.web.transport.lifeCycle.graceTimeOut=5s".to_owned()],
         );
         assert_eq!(
@@ -1119,7 +896,7 @@ mod tests {
             nginx["controller"]["terminationGracePeriodSeconds"],
             CONTROLLER_GRACE_SECONDS
         );
-        let mut ports: Vec<u16> = INSTALLS.iter().flat_map(|i| [i.http_port, i.https_port]).collect();
+        let mut ports: Vec<u16> = installs().flat_map(|i| [i.http_port, i.https_port]).collect();
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 6);

@@ -1,5 +1,6 @@
-//! Native data-plane configuration for the local environment, written the way each controller writes it.
+//! What every controller's local configuration renderer shares: the context of a local run.
 //!
+//! The renderers themselves live in each controller's module (`crate::controllers::<name>::config`).
 //! Every renderer is a pure function of an [`IngressSpec`] and a
 //! [`LocalContext`] (where to listen, where the runtime files live, which pods
 //! exist, TLS files, unrelated routes). It first asks
@@ -11,10 +12,6 @@
 //! the runtime API, and Traefik's dynamic file is rewritten (it applies it
 //! without a reload). A re-render plus reload is only what a configuration
 //! change (e.g. a new route) does, as with the real controllers.
-
-pub mod haproxy;
-pub mod nginx;
-pub mod traefik;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,18 +49,11 @@ pub struct Backends {
     /// nginx: resolve the Service name through this DNS server, so endpoint
     /// changes need no reload.
     pub resolver: Option<Resolver>,
-    /// HAProxy: number of `server` slots in the backend (the controller's
-    /// `scale-server-slots`, default 42).
-    pub server_slots: u32,
 }
 
 impl Backends {
     pub fn new(pods: Vec<SocketAddr>) -> Self {
-        Backends {
-            pods,
-            resolver: None,
-            server_slots: haproxy::DEFAULT_SERVER_SLOTS,
-        }
+        Backends { pods, resolver: None }
     }
 }
 
@@ -105,15 +95,7 @@ pub struct ExtraRoute {
     pub path: String,
 }
 
-/// Formats a duration the way nginx and HAProxy read it: whole seconds when
-/// exact, otherwise milliseconds.
-pub(crate) fn time_value(d: std::time::Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
+pub(crate) use crate::render::duration_value;
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -135,7 +117,6 @@ pub(crate) mod test_support {
                     port: 18080,
                     valid_secs: 1,
                 }),
-                server_slots: 42,
             },
             tls: None,
             extra_routes: Vec::new(),

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{LocalContext, NAMESPACE, Result, SERVICE, time_value};
-use crate::render::haproxy::{self, Scope};
+use super::timeouts::{self, Scope};
+use crate::render::local::{LocalContext, NAMESPACE, Result, SERVICE, duration_value};
 use model::EnvKind;
 use model::capability::check;
 use model::{Affinity, Controller, IngressSpec};
@@ -62,7 +62,7 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     check(Controller::Haproxy, EnvKind::Local, spec)?;
     let dir = ctx.runtime_dir.display();
     let backend = backend_name();
-    let timeouts = haproxy::timeouts(spec);
+    let timeouts = timeouts::timeouts(spec);
     let hard_stop = spec.data_plane.drain_limit.unwrap_or(DEFAULT_HARD_STOP_AFTER);
 
     let mut c = String::new();
@@ -84,7 +84,7 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
         w,
         "  # hard-stop-after: old workers end their connections this long after a reload."
     );
-    let _ = writeln!(w, "  hard-stop-after {}", time_value(hard_stop));
+    let _ = writeln!(w, "  hard-stop-after {}", duration_value(hard_stop));
     let _ = writeln!(w, "  log stderr format raw local0 notice");
     let _ = writeln!(
         w,
@@ -105,9 +105,9 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
             .iter()
             .find(|k| k.scope == Scope::ConfigMap && k.directive() == name)
             .map_or(default, |k| k.value);
-        let _ = writeln!(w, "  timeout {name} {}", time_value(value));
+        let _ = writeln!(w, "  timeout {name} {}", duration_value(value));
     }
-    let _ = writeln!(w, "  timeout http-keep-alive {}", time_value(DEFAULT_KEEP_ALIVE));
+    let _ = writeln!(w, "  timeout http-keep-alive {}", duration_value(DEFAULT_KEEP_ALIVE));
     let _ = writeln!(w);
 
     let _ = writeln!(w, "frontend http");
@@ -158,9 +158,9 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     }
     for key in timeouts.iter().filter(|k| k.scope == Scope::Ingress) {
         let _ = writeln!(w, "  # haproxy.org/{}", key.key);
-        let _ = writeln!(w, "  timeout {} {}", key.directive(), time_value(key.value));
+        let _ = writeln!(w, "  timeout {} {}", key.directive(), duration_value(key.value));
     }
-    let count = ctx.backends.server_slots.max(slots.len() as u32);
+    let count = DEFAULT_SERVER_SLOTS.max(slots.len() as u32);
     for n in 1..=count {
         let name = slot_name(n);
         match slots.get(n as usize - 1).copied().flatten() {

@@ -1,6 +1,7 @@
 //! The benchmark's results as data (what bench.json holds), and the pure arithmetic on them:
 //! medians of rounds, ratios against the anchor, added proxy latency.
 
+use probe::load::Percentiles;
 use serde::{Deserialize, Serialize};
 
 /// Everything one `cargo xtask bench` run measured.
@@ -97,13 +98,25 @@ impl Latency {
         ]
     }
 
-    fn median_of(rounds: &[Latency]) -> Latency {
+    pub fn median_of(rounds: &[Latency]) -> Latency {
         let m = |f: fn(&Latency) -> f64| median(rounds.iter().map(f)).unwrap_or_default();
         Latency {
             p50_us: m(|l| l.p50_us),
             p90_us: m(|l| l.p90_us),
             p99_us: m(|l| l.p99_us),
             p999_us: m(|l| l.p999_us),
+        }
+    }
+}
+
+/// The load generator's percentiles (whole µs), as the tables and the chart take them.
+impl From<Percentiles> for Latency {
+    fn from(p: Percentiles) -> Self {
+        Latency {
+            p50_us: p.p50_us as f64,
+            p90_us: p.p90_us as f64,
+            p99_us: p.p99_us as f64,
+            p999_us: p.p999_us as f64,
         }
     }
 }

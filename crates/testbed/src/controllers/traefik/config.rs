@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{LocalContext, Result, SERVICE, SERVICE_PORT};
+use crate::render::duration_value;
+use crate::render::local::{LocalContext, Result, SERVICE, SERVICE_PORT};
 use model::EnvKind;
 use model::capability::check;
 use model::{Affinity, Controller, IngressSpec};
@@ -37,7 +38,7 @@ pub fn generation_host(generation: u64) -> String {
 
 /// The service name the Ingress provider derives: `<namespace>-<service>-<port>`.
 pub fn service_name() -> String {
-    format!("{}-{SERVICE}-{SERVICE_PORT}", super::NAMESPACE)
+    format!("{}-{SERVICE}-{SERVICE_PORT}", crate::render::local::NAMESPACE)
 }
 
 /// The directory the file provider watches.
@@ -45,24 +46,16 @@ pub fn dynamic_dir(ctx: &LocalContext) -> std::path::PathBuf {
     ctx.runtime_dir.join("dynamic")
 }
 
-fn duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
 /// Renders the static configuration (traefik.yaml).
 pub fn render_static(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
     check(Controller::Traefik, EnvKind::Local, spec)?;
     let grace = spec.data_plane.drain_limit.unwrap_or(DEFAULT_GRACE_TIMEOUT);
     let mut transport = Map::new();
-    transport.insert("lifeCycle".into(), json!({ "graceTimeOut": duration(grace) }));
+    transport.insert("lifeCycle".into(), json!({ "graceTimeOut": duration_value(grace) }));
     if let Some(idle) = spec.timeouts.idle {
         transport.insert(
             "respondingTimeouts".into(),
-            json!({ "readTimeout": duration(idle), "idleTimeout": duration(idle) }),
+            json!({ "readTimeout": duration_value(idle), "idleTimeout": duration_value(idle) }),
         );
     }
     let mut entry = Map::new();
@@ -98,7 +91,12 @@ pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr
     let mut routes = vec![(spec.host.clone(), spec.path.clone())];
     routes.extend(ctx.extra_routes.iter().map(|r| (r.host.clone(), r.path.clone())));
     for (host, path) in &routes {
-        let name = format!("{}-{}-{}", super::NAMESPACE, host.replace('.', "-"), slug(path));
+        let name = format!(
+            "{}-{}-{}",
+            crate::render::local::NAMESPACE,
+            host.replace('.', "-"),
+            slug(path)
+        );
         routers.insert(name, router(host, path, &service, ctx.tls.is_some()));
     }
     routers.insert(

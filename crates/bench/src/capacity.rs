@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::model::Capacity;
-use super::procs::{Generator, Launcher, Server};
-use super::{FD_MARGIN, IdleOut, Paths, Settings, generator_args, idle_args, ws_echo_args, ws_echo_log};
+use probe::load::{IdleResult, rss_kib};
+
+use crate::launch::{Generator, Launcher, Server};
+use crate::result::{Capacity, Settings};
+use crate::run::{FD_MARGIN, Paths, generator_args, idle_args, ws_echo_config};
 
 /// The first client source address of shard `k` is 127.0.(10 + 8k).1: shards never share one.
 const SOURCE_BLOCK: u32 = 8 * 256;
@@ -33,7 +35,7 @@ struct Peak {
     rss_kib: Option<u64>,
 }
 
-pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::Result<Capacity> {
+pub fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::Result<Capacity> {
     let per_process = usize::try_from(launcher.nofile)
         .unwrap_or(usize::MAX)
         .saturating_sub(FD_MARGIN)
@@ -52,15 +54,8 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
     );
     let mut servers = Vec::new();
     for (k, share) in shares.iter().enumerate() {
-        let args = ws_echo_args(*share);
-        let env = [ws_echo_log()];
-        servers.push(launcher.server(
-            &format!("ws-echo-capacity-{k}"),
-            &paths.ws_echo,
-            &args,
-            &env,
-            &paths.logs,
-        )?);
+        let name = format!("ws-echo-capacity-{k}");
+        servers.push(launcher.ws_echo(&name, &paths.ws_echo, &ws_echo_config(*share), &paths.logs)?);
     }
     let rss_before = total_rss(&servers);
     let mut generators: Vec<Generator> = Vec::new();
@@ -96,7 +91,7 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
         }
         std::thread::sleep(SAMPLE_EVERY);
     }
-    let outs: Vec<IdleOut> = generators
+    let outs: Vec<IdleResult> = generators
         .into_iter()
         .map(Generator::finish)
         .collect::<anyhow::Result<_>>()?;
@@ -117,7 +112,7 @@ pub(super) fn run(launcher: &Launcher, paths: &Paths, s: &Settings) -> anyhow::R
         failed: outs.iter().map(|o| o.failed).sum(),
         server_processes: shares.len(),
         per_process_limit: Some(per_process),
-        source_addresses: outs.iter().map(|o| o.source_addresses).sum(),
+        source_addresses: outs.iter().map(|o| o.source_addresses as u64).sum(),
         ramp_s: outs.iter().map(|o| o.ramp_s).fold(0.0, f64::max),
         server_rss_before_kib: rss_before,
         server_rss_after_kib: peak.rss_kib,
@@ -137,7 +132,7 @@ fn shares(total: usize, per_process: usize) -> Vec<usize> {
 
 /// The sum of the servers' resident sets; `None` if any cannot be read.
 fn total_rss(servers: &[Server]) -> Option<u64> {
-    servers.iter().map(|s| super::procs::rss_kib(s.pid)).sum()
+    servers.iter().map(|s| rss_kib(s.pid)).sum()
 }
 
 /// ws-echo's own count of open WebSocket connections, from its /metrics.

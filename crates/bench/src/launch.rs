@@ -1,14 +1,23 @@
-//! Processes the benchmark starts: pinned servers behind RAII guards, the load generator, /proc readings.
+//! The one launcher of the processes the bench and the Autobahn run start: servers (ws-echo, the
+//! anchors, a data plane) behind RAII guards that wait for their bound address, and the load
+//! generator, pinned to their cores when the machine allows.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use model::Controller;
 use serde::Deserialize;
+use ws_echo::{Config, LogFormat};
+
+use crate::sys::nofile_limits;
+
+/// Where every server listens: a free port on 127.0.0.1, which it reports when ready.
+pub const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
 
 /// How every child is started: CPU pinning and file-descriptor limit as command prefixes.
 #[derive(Debug, Clone)]
@@ -73,6 +82,17 @@ impl Launcher {
         }
     }
 
+    /// Starts children as they are: no pinning, this process's file limit.
+    pub fn unpinned() -> Self {
+        Launcher {
+            server_prefix: Vec::new(),
+            generator_prefix: Vec::new(),
+            nofile: nofile_limits().map_or(1024, |(soft, _)| soft),
+            pinning: "unpinned".to_owned(),
+            notes: Vec::new(),
+        }
+    }
+
     fn command(prefix: &[String], program: &Path, args: &[String]) -> Command {
         let mut all: Vec<std::ffi::OsString> = prefix.iter().map(Into::into).collect();
         all.push(program.as_os_str().to_owned());
@@ -98,20 +118,32 @@ impl Launcher {
         Server::spawn(name, cmd, log_dir, BoundLine::Addr, false)
     }
 
+    /// Starts ws-echo `binary` with `config` (its log format forced to JSON, whose "listening"
+    /// event gives the bound address), logging only that event: per-connection logs would be
+    /// measured too.
+    pub fn ws_echo(&self, name: &str, binary: &Path, config: &Config, log_dir: &Path) -> anyhow::Result<Server> {
+        let config = Config {
+            log_format: LogFormat::Json,
+            ..config.clone()
+        };
+        let env = [("RUST_LOG", "warn,ws_echo::server=info".to_owned())];
+        self.server(name, binary, &config.to_args(), &env, log_dir)
+    }
+
     /// Starts `bench-dataplane <controller>` (on the server core; its proxy and pod inherit it)
     /// and waits for its JSON line.
     pub fn data_plane(
         &self,
         program: &Path,
-        controller: &str,
+        controller: Controller,
         env: &[(&str, String)],
         log_dir: &Path,
     ) -> anyhow::Result<(Server, DataPlaneInfo)> {
-        let mut cmd = Self::command(&self.server_prefix, program, &[controller.to_owned()]);
+        let mut cmd = Self::command(&self.server_prefix, program, &[controller.name().to_owned()]);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let server = Server::spawn(controller, cmd, log_dir, BoundLine::Json, true)?;
+        let server = Server::spawn(controller.name(), cmd, log_dir, BoundLine::Json, true)?;
         let info: DataPlaneInfo = serde_json::from_str(&server.ready_line)
             .with_context(|| format!("parsing bench-dataplane's line {:?}", server.ready_line))?;
         Ok((server, info))
@@ -349,95 +381,8 @@ fn works(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn strings(s: &[&str]) -> Vec<String> {
+pub(crate) fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// (soft, hard) RLIMIT_NOFILE of this process, from /proc/self/limits.
-pub fn nofile_limits() -> Option<(u64, u64)> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_nofile(&limits)
-}
-
-fn parse_nofile(limits: &str) -> Option<(u64, u64)> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let mut fields = line["Max open files".len()..].split_whitespace();
-    let parse = |s: Option<&str>| {
-        s.map(|s| {
-            if s == "unlimited" {
-                u64::MAX
-            } else {
-                s.parse().unwrap_or(0)
-            }
-        })
-    };
-    Some((parse(fields.next())?, parse(fields.next())?))
-}
-
-/// utime + stime of `pid` in clock ticks (100 per second on Linux).
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Measures `pid`'s CPU share (% of one core) while `f` runs.
-pub fn with_cpu<T>(pid: u32, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Option<CpuUse>)> {
-    let before = cpu_ticks(pid);
-    let start = Instant::now();
-    let out = f()?;
-    let wall = start.elapsed().as_secs_f64();
-    let used = before.zip(cpu_ticks(pid)).filter(|_| wall > 0.0).map(|(b, a)| {
-        let seconds = a.saturating_sub(b) as f64 / 100.0;
-        CpuUse {
-            seconds,
-            percent: seconds / wall * 100.0,
-        }
-    });
-    Ok((out, used))
-}
-
-/// CPU a process used while something ran.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CpuUse {
-    pub seconds: f64,
-    /// Of one core, over the wall time.
-    pub percent: f64,
-}
-
-/// Resident set size of `pid` in KiB (VmRSS from /proc/<pid>/status).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// The 1, 5 and 15 minute load averages, e.g. "0.52 0.61 0.70".
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// CPU model, logical cores, kernel release.
-pub fn machine() -> (String, usize, String) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
-    (model, cores, kernel)
 }
 
 #[cfg(test)]
@@ -459,14 +404,5 @@ mod tests {
             None
         );
         assert_eq!(parse_bound_addr("starting up"), None);
-    }
-
-    #[test]
-    fn nofile_limits_parse_from_proc_limits() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                    Max cpu time              unlimited            unlimited            seconds   \n\
-                    Max open files            1024                 20000                files     \n";
-        assert_eq!(parse_nofile(text), Some((1024, 20000)));
-        assert!(nofile_limits().is_some_and(|(s, h)| s <= h));
     }
 }

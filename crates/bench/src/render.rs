@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{BenchResult, Latency, Ratios};
+use crate::result::{BenchResult, Latency, Ratios};
 
 /// A table rendered both as markdown and as HTML.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,16 +281,7 @@ pub fn latency_series(r: &BenchResult) -> Vec<(String, Latency)> {
         return Vec::new();
     }
     let direct: Vec<Latency> = r.proxies.iter().map(|p| p.direct).collect();
-    let m = |f: fn(&Latency) -> f64| super::model::median(direct.iter().map(f)).unwrap_or_default();
-    let mut series = vec![(
-        "direct".to_owned(),
-        Latency {
-            p50_us: m(|l| l.p50_us),
-            p90_us: m(|l| l.p90_us),
-            p99_us: m(|l| l.p99_us),
-            p999_us: m(|l| l.p999_us),
-        },
-    )];
+    let mut series = vec![("direct".to_owned(), Latency::median_of(&direct))];
     series.extend(r.proxies.iter().map(|p| (p.controller.clone(), p.proxied)));
     series
 }
@@ -450,8 +441,8 @@ pub fn html_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::*;
     use super::*;
+    use crate::result::*;
 
     fn lat(base: f64) -> Latency {
         Latency {

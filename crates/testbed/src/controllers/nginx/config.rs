@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{LocalContext, Result, SERVICE, SERVICE_PORT, time_value};
+use crate::render::local::{LocalContext, Result, SERVICE, SERVICE_PORT, duration_value};
 use model::EnvKind;
 use model::capability::check;
 use model::{Affinity, Controller, IngressSpec};
@@ -25,7 +25,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The upstream name ingress-nginx gives a Service port: `<namespace>-<service>-<port>`.
 pub fn upstream_name() -> String {
-    format!("{}-{SERVICE}-{SERVICE_PORT}", super::NAMESPACE)
+    format!("{}-{SERVICE}-{SERVICE_PORT}", crate::render::local::NAMESPACE)
 }
 
 /// Renders nginx.conf.
@@ -63,7 +63,7 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
         w,
         "# worker-shutdown-timeout: old workers end their connections this long after a reload."
     );
-    let _ = writeln!(w, "worker_shutdown_timeout {};", time_value(shutdown));
+    let _ = writeln!(w, "worker_shutdown_timeout {};", duration_value(shutdown));
     let _ = writeln!(
         w,
         "events {{\n    multi_accept on;\n    worker_connections 16384;\n    use epoll;\n}}"
@@ -186,10 +186,10 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
         let _ = writeln!(
             w,
             "            proxy_connect_timeout {};",
-            time_value(DEFAULT_CONNECT_TIMEOUT)
+            duration_value(DEFAULT_CONNECT_TIMEOUT)
         );
-        let _ = writeln!(w, "            proxy_send_timeout {};", time_value(send));
-        let _ = writeln!(w, "            proxy_read_timeout {};", time_value(read));
+        let _ = writeln!(w, "            proxy_send_timeout {};", duration_value(send));
+        let _ = writeln!(w, "            proxy_read_timeout {};", duration_value(read));
         let _ = writeln!(w, "            proxy_buffering off;");
         let _ = writeln!(w, "            proxy_request_buffering on;");
         let _ = writeln!(w, "            proxy_http_version 1.1;");

@@ -1,0 +1,91 @@
+//! One module per controller: how it is rendered and driven in both environments.
+//!
+//! Each module implements [`ControllerImpl`]: its kind install row, Ingress and Service
+//! annotations, controller-wide settings and Helm values (kind), and a [`Driver`] for its data
+//! plane (local: command line, configuration files, endpoint updates, reloads, readiness). Its
+//! facts and capability live in the model crate's module of the same name.
+//!
+//! **Invariant:** [`of`] is the only place in this crate that maps a [`Controller`] to code;
+//! nothing else matches on a controller (a tidy test enforces it).
+
+pub mod haproxy;
+pub mod nginx;
+pub mod traefik;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use model::{Controller, IngressSpec, Unsupported};
+use probe::ProbeOptions;
+
+use crate::local::Result;
+use crate::ready::WaitFor;
+use crate::render::kind::{ControllerInstall, ControllerSettings, HelmCommon};
+use crate::render::local::LocalContext;
+
+/// The registry: the one place that maps a controller to its module.
+pub fn of(controller: Controller) -> &'static dyn ControllerImpl {
+    match controller {
+        Controller::Nginx => &nginx::Nginx,
+        Controller::Traefik => &traefik::Traefik,
+        Controller::Haproxy => &haproxy::Haproxy,
+    }
+}
+
+/// Everything about one controller that the environments need.
+pub trait ControllerImpl: Send + Sync + fmt::Debug {
+    fn controller(&self) -> Controller;
+
+    // ---- kind ----
+
+    /// Where the controller lives in the cluster and which host ports reach it.
+    fn install(&self) -> &'static ControllerInstall;
+    /// The annotations the Ingress carries for `spec`.
+    fn ingress_annotations(&self, spec: &IngressSpec) -> BTreeMap<String, String>;
+    /// The annotations the Service carries for `spec` (where the controller reads them there).
+    fn service_annotations(&self, spec: &IngressSpec) -> BTreeMap<String, String>;
+    /// Controller-wide settings `spec` needs; every key the testbed manages is present, so
+    /// applying them resets whatever the previous test set.
+    fn settings(&self, spec: &IngressSpec) -> ControllerSettings;
+    /// Our overrides of the controller's Helm chart.
+    fn helm_values(&self, common: &HelmCommon) -> serde_json::Value;
+
+    // ---- local ----
+
+    /// The configuration files its data plane starts from for `spec` in `ctx` (file name, text):
+    /// what the local environment writes, and what the fuzz target feeds every spec through.
+    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported>;
+    /// A driver for one local deployment's data plane.
+    fn driver(&self) -> Box<dyn Driver>;
+    /// Arguments that make the data-plane binary print its version.
+    fn version_args(&self) -> &'static [&'static str];
+    /// The version from that output ("nginx/1.31.3", "HAProxy 2.8.25-…", "Traefik 3.7.15").
+    fn parse_version(&self, output: &str) -> Option<String>;
+}
+
+/// A local data plane, driven the way its controller drives it.
+#[async_trait]
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// Starts what the data plane needs besides itself and completes the context (nginx's DNS
+    /// responder for the Service name). `endpoints` are the ready pods at start.
+    async fn prepare(&mut self, ctx: &mut LocalContext, endpoints: &[SocketAddr]) -> Result<()> {
+        let _ = (ctx, endpoints);
+        Ok(())
+    }
+    /// The data plane's arguments (after the binary).
+    fn args(&self, ctx: &LocalContext) -> Vec<OsString>;
+    /// Renders and writes its configuration for `ctx` (pods and extra routes filled in).
+    fn write_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<()>;
+    /// What must hold, besides its listener, before it takes traffic and changes.
+    fn ready(&self, ctx: &LocalContext) -> Vec<WaitFor>;
+    /// Gives it a new endpoint set the way its controller does (never a reload) and returns once
+    /// it has them. `probe` dials the data plane as a client of this deployment.
+    async fn set_endpoints(&self, spec: &IngressSpec, ctx: &LocalContext, probe: &ProbeOptions) -> Result<()>;
+    /// A configuration change (a new route): what its controller does with one.
+    async fn apply_config(&self, spec: &IngressSpec, ctx: &LocalContext, pid: u32, probe: &ProbeOptions) -> Result<()>;
+    /// Processes that hold connections, given the main process.
+    fn workers(&self, pid: u32) -> Vec<u32>;
+}

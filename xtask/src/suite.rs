@@ -1,0 +1,146 @@
+//! The behaviour suite as `cargo xtask e2e` and `soak` run it: nextest over package `suite`'s
+//! `behaviours` binary (one trial per `{behaviour}::{controller}`), filtered to the chosen
+//! controllers and behaviours, writing result files into a directory that is then collected into
+//! a report.
+
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use model::{Controller, EnvKind};
+use xshell::{Shell, cmd};
+
+use crate::tools;
+
+/// Which trials run: `--controller` and `--filter`, shared by e2e and soak.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Selection {
+    /// Controllers to test, repeatable (nginx, traefik, haproxy; default all).
+    #[arg(long = "controller", value_name = "NAME")]
+    pub controllers: Vec<Controller>,
+    /// Only behaviours whose name matches this (a regular expression).
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+impl Selection {
+    /// The controllers asked for, in the registry's order when none are.
+    pub fn controllers(&self) -> Vec<Controller> {
+        if self.controllers.is_empty() {
+            Controller::ALL.to_vec()
+        } else {
+            self.controllers.clone()
+        }
+    }
+
+    /// The nextest filterset: the suite's trials for these controllers and behaviours.
+    pub fn filterset(&self) -> String {
+        let by_controller = self
+            .controllers()
+            .iter()
+            .map(|c| format!("test(/::{c}$/)"))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut filter = format!("binary(behaviours) & ({by_controller})");
+        if let Some(pattern) = &self.filter {
+            filter.push_str(&format!(" & test(/{pattern}/)"));
+        }
+        filter
+    }
+}
+
+/// What the local environment needs before the suite: the pinned data planes, and the ws-echo
+/// binary its pods run.
+pub fn prepare_local(root: &Path) -> anyhow::Result<()> {
+    tools::ensure(root).context("installing the pinned data planes")?;
+    let sh = Shell::new()?;
+    sh.change_dir(root);
+    let cargo = crate::cargo();
+    cmd!(sh, "{cargo} build --package ws-echo --bins")
+        .run()
+        .context("building ws-echo")
+}
+
+/// The nextest profile: `ci` locally; `kind`, the only one with retries, against a cluster.
+pub fn profile(env: EnvKind) -> &'static str {
+    match env {
+        EnvKind::Local => "ci",
+        EnvKind::Kind => "kind",
+    }
+}
+
+/// One run of the suite: what nextest said, and the result files collected.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Fails when a trial failed (or nextest could not run).
+    pub nextest: anyhow::Result<()>,
+    pub report: anyhow::Result<report::Report>,
+    pub wall_seconds: f64,
+}
+
+/// Runs the selected trials in `env` with their result files in `results` (emptied first), and
+/// `env_vars` besides `TESTBED_ENV` and `TESTBED_RESULTS_DIR`.
+pub fn run(
+    root: &Path,
+    env: EnvKind,
+    selection: &Selection,
+    results: &Path,
+    env_vars: &[(String, String)],
+) -> anyhow::Result<Outcome> {
+    if results.exists() {
+        std::fs::remove_dir_all(results).with_context(|| format!("clearing {}", results.display()))?;
+    }
+    std::fs::create_dir_all(results).with_context(|| format!("creating {}", results.display()))?;
+    let sh = Shell::new()?;
+    sh.change_dir(root);
+    let cargo = crate::cargo();
+    let _env = sh.push_env("TESTBED_ENV", env.name());
+    let _results = sh.push_env("TESTBED_RESULTS_DIR", results);
+    let _vars: Vec<_> = env_vars.iter().map(|(key, value)| sh.push_env(key, value)).collect();
+    let (profile, filter) = (profile(env), selection.filterset());
+    let started = Instant::now();
+    let nextest = cmd!(
+        sh,
+        "{cargo} nextest run --package suite --profile {profile} -E {filter}"
+    )
+    .run()
+    .context("running the behaviour suite with nextest");
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let generated_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let report =
+        report::collect::collect(results, env.name(), generated_at).context("collecting the behaviour results");
+    Ok(Outcome {
+        nextest,
+        report,
+        wall_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filterset_selects_controllers_and_behaviours() {
+        let selection = Selection {
+            controllers: vec![Controller::Nginx, Controller::Haproxy],
+            filter: Some("idle".into()),
+        };
+        assert_eq!(
+            selection.filterset(),
+            "binary(behaviours) & (test(/::nginx$/) | test(/::haproxy$/)) & test(/idle/)"
+        );
+    }
+
+    #[test]
+    fn no_controller_means_every_one_and_no_filter_every_behaviour() {
+        let selection = Selection {
+            controllers: Vec::new(),
+            filter: None,
+        };
+        assert_eq!(
+            selection.filterset(),
+            "binary(behaviours) & (test(/::nginx$/) | test(/::traefik$/) | test(/::haproxy$/))"
+        );
+    }
+}
