@@ -13,17 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use model::Controller;
+pub use model::cluster::{CLUSTER_NAME, IMAGE_TAG};
+use model::cluster::{FIELD_MANAGER, SAMPLE_HOST};
 use model::pins::{Pins, ToolPin};
 use xshell::{Shell, cmd};
-
-/// Name of the kind cluster `up` creates.
-pub const CLUSTER_NAME: &str = "ws-testbed";
-/// The ws-echo image tag loaded into the nodes (crates/testbed render::kind::DEFAULT_IMAGE).
-pub const IMAGE_TAG: &str = "ws-echo:testbed";
-/// Field manager for `kubectl apply --server-side` (same as the testbed's).
-const FIELD_MANAGER: &str = "ws-ingress-testbed";
-/// Host the sample Ingresses match.
-const SAMPLE_HOST: &str = "sample.testbed.local";
 
 #[derive(Debug, clap::Args)]
 pub struct Up {

@@ -5,6 +5,7 @@
 //! No kube, no tokio: xtask, report, bench and fuzz depend on this crate alone.
 
 pub mod capability;
+pub mod cluster;
 pub mod controller;
 pub mod controllers;
 pub mod env;

@@ -194,7 +194,7 @@ mod tests {
             "a check that hangs",
             Duration::from_secs(1),
             Duration::from_millis(100),
-            || std::future::pending(),
+            std::future::pending,
         )
         .await
         .unwrap_err();

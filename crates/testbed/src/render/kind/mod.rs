@@ -38,7 +38,7 @@ pub const CONTAINER_PORT: u16 = 8080;
 /// The Service port the Ingress points at.
 pub const SERVICE_PORT: u16 = 80;
 /// Image tag `cargo xtask up` builds and loads into the kind nodes.
-pub const DEFAULT_IMAGE: &str = "ws-echo:testbed";
+pub const DEFAULT_IMAGE: &str = model::cluster::IMAGE_TAG;
 /// Secret holding the testbed CA's server certificate when TLS is on.
 pub const TLS_SECRET_NAME: &str = "ws-echo-tls";
 /// The docker network kind creates by default (`kind`, 172.18.0.0/16): where API-server-proxied
@@ -46,13 +46,8 @@ pub const TLS_SECRET_NAME: &str = "ws-echo-tls";
 pub const KIND_NODE_CIDR: &str = "172.18.0.0/16";
 /// Namespace and labels of a Prometheus that may scrape ws-echo's `/metrics`.
 pub const MONITORING_NAMESPACE: &str = "monitoring";
-/// Host of the sample app `cargo xtask up` deploys. No test Ingress uses it: two Ingresses of one
-/// class with the same host and path shadow each other (ingress-nginx keeps the oldest,
-/// internal/ingress/controller/controller.go; Traefik's order between equal routers is
-/// unspecified; HAProxy's route map gets two rows with one key).
-pub const SAMPLE_HOST: &str = "sample.testbed.local";
-/// Field manager for every server-side apply the testbed makes.
-pub const FIELD_MANAGER: &str = "ws-ingress-testbed";
+pub use model::cluster::FIELD_MANAGER;
+pub use model::cluster::SAMPLE_HOST;
 
 /// Where one controller lives in the cluster and how the host reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
