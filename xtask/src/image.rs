@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use xshell::{Shell, cmd};
 
 /// The uid/gid the image runs as (distroless "nonroot").
-pub const IMAGE_UID: u32 = 65532;
+pub const IMAGE_UID: u32 = model::cluster::RUN_AS_UID;
 pub const DEFAULT_TAG: &str = "ws-echo:dev";
 /// Upper bound on the image size; a bigger image means something unintended got in.
 const MAX_IMAGE_BYTES: i64 = 15 * 1000 * 1000;

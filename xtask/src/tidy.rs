@@ -89,6 +89,39 @@ mod tests {
         );
     }
 
+    /// Tests may list controllers for rstest (`#[values(Controller::Nginx, …)]`), but then every
+    /// one: a list the compiler does not check must not silently skip a new controller.
+    #[test]
+    fn every_hand_written_controller_list_names_every_controller() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        rust_files(root, &mut files);
+        let all: Vec<String> = model::Controller::ALL
+            .iter()
+            .map(|c| format!("Controller::{c:?}"))
+            .collect();
+        // Built here so this file's own text does not match.
+        let needle = ["#[values(", "Controller::"].concat();
+        let mut short = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("#[")
+                    && line.contains(&needle)
+                    && !all.iter().all(|c| line.contains(c.as_str()))
+                {
+                    let rel = file.strip_prefix(root).unwrap_or(file).display();
+                    short.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            short.is_empty(),
+            "controller lists missing some of {all:?}:\n{}",
+            short.join("\n")
+        );
+    }
+
     #[test]
     fn the_controller_rule_sees_arms_comparisons_and_matches() {
         for line in [

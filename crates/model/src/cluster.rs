@@ -12,3 +12,5 @@ pub const FIELD_MANAGER: &str = "ws-ingress-testbed";
 /// internal/ingress/controller/controller.go; Traefik's order between equal routers is
 /// unspecified; HAProxy's route map gets two rows with one key).
 pub const SAMPLE_HOST: &str = "sample.testbed.local";
+/// The uid and gid ws-echo runs as: the image's USER and the Deployment's securityContext.
+pub const RUN_AS_UID: u32 = 65532;

@@ -299,8 +299,8 @@ fn deployment(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) 
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
+            run_as_user: Some(i64::from(model::cluster::RUN_AS_UID)),
+            run_as_group: Some(i64::from(model::cluster::RUN_AS_UID)),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
@@ -352,8 +352,8 @@ fn deployment(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) 
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
+                        run_as_user: Some(i64::from(model::cluster::RUN_AS_UID)),
+                        run_as_group: Some(i64::from(model::cluster::RUN_AS_UID)),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..SeccompProfile::default()
