@@ -39,6 +39,10 @@ pub struct ControllerInfo {
     pub data_plane: &'static str,
     /// Environment variable that points the local environment at another binary.
     pub binary_env: &'static str,
+    /// The data plane the real controller ships at the pinned version, and where that is read.
+    /// The local environment may run another build; the report shows both.
+    pub ships: &'static str,
+    pub ships_source: &'static str,
     /// What the controller can express of a spec, in any environment.
     pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
 }

@@ -27,14 +27,17 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
         report.wall_seconds.map(|s| format!(" in {s:.0} s")).unwrap_or_default()
     );
     if !report.versions.is_empty() {
-        out.push_str("<table><tr><th>controller</th><th>controller version</th><th>data plane</th></tr>");
+        out.push_str(
+            "<table><tr><th>controller</th><th>controller version</th><th>data plane that ran</th><th>what the controller ships</th></tr>",
+        );
         for (name, v) in &report.versions {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
                 esc(&v.controller),
-                esc(&v.data_plane)
+                esc(&v.data_plane),
+                esc(v.shipped.as_deref().unwrap_or("—"))
             );
         }
         out.push_str("</table>");
@@ -61,10 +64,12 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
                     } else {
                         ""
                     };
+                    let modelled = r.modelled_mark();
                     let _ = write!(
                         out,
-                        "<td class=\"{}\">{}{caveat}<br><small>{}</small></td>",
+                        "<td class=\"{}\" title=\"{}\">{}{caveat}{modelled}<br><small>{}</small></td>",
                         r.outcome.as_str(),
+                        esc(&r.fidelity_text()),
                         r.outcome.as_str(),
                         esc(r.key_figure.as_deref().unwrap_or(""))
                     );
@@ -96,6 +101,7 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
                 esc(&r.observed),
                 esc(&r.source)
             );
+            let _ = write!(out, "<tr><th>fidelity</th><td>{}</td></tr>", esc(&r.fidelity_text()));
             if let Some(reason) = &r.reason {
                 let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", r.outcome.label(), esc(reason));
             }

@@ -28,9 +28,10 @@ pub fn matrix(report: &Report) -> String {
                         other => other.label().to_owned(),
                     };
                     let caveat = if r.shown_caveat().is_some() { " ⚠" } else { "" };
+                    let modelled = r.modelled_mark();
                     match &r.key_figure {
-                        Some(fig) => format!("{mark}{caveat} · {}", escape(fig)),
-                        None => format!("{mark}{caveat}"),
+                        Some(fig) => format!("{mark}{caveat}{modelled} · {}", escape(fig)),
+                        None => format!("{mark}{caveat}{modelled}"),
                     }
                 }
             };
@@ -55,20 +56,26 @@ pub fn render(report: &Report) -> String {
         report.wall_seconds.map(|s| format!(" in {s:.0} s")).unwrap_or_default()
     );
     if !report.versions.is_empty() {
-        let _ = writeln!(out, "| controller | controller version | data plane |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| controller | controller version | data plane that ran | what the controller ships |\n|---|---|---|---|"
+        );
         for (name, v) in &report.versions {
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} |",
+                "| {name} | {} | {} | {} |",
                 escape(&v.controller),
-                escape(&v.data_plane)
+                escape(&v.data_plane),
+                escape(v.shipped.as_deref().unwrap_or("—"))
             );
         }
         out.push('\n');
     }
     let _ = writeln!(
         out,
-        "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want.\n"
+        "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want. \
+         ≈ marks a local figure from a modelled mechanism: the details say how it differs from the \
+         controller's own.\n"
     );
     out.push_str(&matrix(report));
 
@@ -96,7 +103,7 @@ pub fn render(report: &Report) -> String {
         }
         let _ = writeln!(
             out,
-            "| controller | outcome | expected | observed | figures | source |\n|---|---|---|---|---|---|"
+            "| controller | outcome | expected | observed | figures | source | fidelity |\n|---|---|---|---|---|---|---|"
         );
         for c in report.controllers() {
             let Some(r) = report.get(&behaviour, &c) else { continue };
@@ -113,12 +120,13 @@ pub fn render(report: &Report) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {c} | {} | {} | {} | {} | {} |",
+                "| {c} | {} | {} | {} | {} | {} | {} |",
                 r.outcome.as_str(),
                 escape(&r.expected),
                 escape(&observed),
                 escape(&figures),
-                escape(&r.source)
+                escape(&r.source),
+                escape(&r.fidelity_text())
             );
         }
         out.push('\n');
@@ -156,6 +164,7 @@ mod tests {
             observed: "closed".into(),
             source: "https://example.invalid/doc".into(),
             caveat: None,
+            fidelity: Default::default(),
             reason: None,
             error: None,
             figures: vec![Figure {
@@ -201,6 +210,34 @@ mod tests {
             ),
             "{md}"
         );
+    }
+
+    #[test]
+    fn modelled_cells_are_marked_and_explained() {
+        use crate::model::{Fidelity, FidelityLevel};
+        let mut modelled = result("idle", "nginx", Outcome::Pass);
+        modelled.fidelity = Fidelity {
+            level: FidelityLevel::Modelled,
+            note: Some("endpoints through DNS instead of the Lua balancer".into()),
+            source: Some("https://example.invalid/balancer.lua".into()),
+        };
+        let mut faithful = result("idle", "haproxy", Outcome::Pass);
+        faithful.fidelity.level = FidelityLevel::Faithful;
+        let report = Report {
+            env: "local".into(),
+            generated_at: 0,
+            wall_seconds: None,
+            versions: Default::default(),
+            results: vec![modelled, faithful],
+        };
+        let md = render(&report);
+        assert!(md.contains("| `idle` | pass ≈ · 3.0 s | pass · 3.0 s |"), "{md}");
+        assert!(
+            md.contains("modelled: endpoints through DNS instead of the Lua balancer (https://example.invalid/balancer.lua)"),
+            "{md}"
+        );
+        let json = serde_json::to_string(&report.results[0]).unwrap();
+        assert!(json.contains("\"fidelity\":{\"level\":\"modelled\""), "{json}");
     }
 
     #[test]

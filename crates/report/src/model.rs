@@ -47,6 +47,44 @@ impl Outcome {
     }
 }
 
+/// How a result's figure was obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FidelityLevel {
+    /// Measured against the real controller (kind).
+    Real,
+    /// Local, through the same mechanism the real controller uses.
+    Faithful,
+    /// Local, through an approximation of the controller's mechanism (the note says what differs).
+    Modelled,
+    /// Not declared (results written before fidelity existed).
+    #[default]
+    Unrated,
+}
+
+impl FidelityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FidelityLevel::Real => "real",
+            FidelityLevel::Faithful => "faithful",
+            FidelityLevel::Modelled => "modelled",
+            FidelityLevel::Unrated => "unrated",
+        }
+    }
+}
+
+/// How far a result's figure is the controller's own behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fidelity {
+    pub level: FidelityLevel,
+    /// What differs from the controller's mechanism, when modelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The upstream source of the controller's mechanism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 /// One measured number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figure {
@@ -124,6 +162,9 @@ pub struct BehaviourResult {
     pub source: String,
     #[serde(default)]
     pub caveat: Option<Caveat>,
+    /// How far the figure is the controller's own behaviour (faithful, modelled, real).
+    #[serde(default)]
+    pub fidelity: Fidelity,
     /// Why the behaviour was not measured (not supported or not applicable).
     #[serde(default, alias = "skip_reason")]
     pub reason: Option<String>,
@@ -149,6 +190,26 @@ impl BehaviourResult {
         self.caveat.as_ref().filter(|_| self.outcome != Outcome::NotApplicable)
     }
 
+    /// The mark a matrix cell carries for a local figure from a modelled mechanism.
+    pub fn modelled_mark(&self) -> &'static str {
+        if self.fidelity.level == FidelityLevel::Modelled && self.outcome != Outcome::NotApplicable {
+            " ≈"
+        } else {
+            ""
+        }
+    }
+
+    /// "faithful", "real", or "modelled: what differs (source)".
+    pub fn fidelity_text(&self) -> String {
+        let level = self.fidelity.level.as_str();
+        match (&self.fidelity.note, &self.fidelity.source) {
+            (Some(note), Some(source)) => format!("{level}: {note} ({source})"),
+            (Some(note), None) => format!("{level}: {note}"),
+            (None, Some(source)) => format!("{level} ({source})"),
+            (None, None) => level.to_owned(),
+        }
+    }
+
     /// File name of this result inside the results directory.
     pub fn file_name(&self) -> String {
         format!("{}--{}.json", self.behaviour, self.controller)
@@ -160,6 +221,9 @@ impl BehaviourResult {
 pub struct RunVersions {
     pub controller: String,
     pub data_plane: String,
+    /// The data plane the real controller ships (when the run used another build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<String>,
 }
 
 /// A whole run: `report.json`.

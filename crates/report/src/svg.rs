@@ -218,6 +218,7 @@ mod tests {
             source: String::new(),
             caveat: None,
             reason: None,
+            fidelity: Default::default(),
             error: None,
             figures: vec![],
             key_figure: None,

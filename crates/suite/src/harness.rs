@@ -163,6 +163,7 @@ pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Resul
             .zip(expectation.knob.clone())
             .map(|(text, knob)| Caveat { text, knob }),
         reason: None,
+        fidelity: expectation.fidelity_in(env),
         error: None,
         figures: Vec::new(),
         key_figure: None,
@@ -307,9 +308,11 @@ fn write_result(result: &BehaviourResult) {
 
 fn write_versions(controller: Controller, versions: &Versions) {
     let dir = results_dir(EnvKind::current().unwrap_or(EnvKind::Local)).join("versions");
+    let info = controller.info();
     let run = report::model::RunVersions {
         controller: versions.controller.clone(),
         data_plane: versions.data_plane.clone(),
+        shipped: Some(format!("{} ({})", info.ships, info.ships_source)),
     };
     let _ = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::write(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use model::{Controller, EnvKind};
+use report::model::{Fidelity, FidelityLevel};
 use serde::Deserialize;
 
 pub type Result<T, E = ProfileError> = std::result::Result<T, E>;
@@ -62,9 +63,44 @@ pub struct Expectation {
     /// The knob that changes the caveated behaviour.
     #[serde(default)]
     pub knob: Option<String>,
+    /// How the local environment obtains this figure: `faithful` (the controller's own
+    /// mechanism) or `modelled` (an approximation; `fidelity_note` says what differs).
+    #[serde(default)]
+    pub fidelity: Option<LocalFidelity>,
+    /// What differs from the controller's mechanism, when modelled.
+    #[serde(default)]
+    pub fidelity_note: Option<String>,
+    /// The upstream source (repository, tag, file) of the controller's mechanism.
+    #[serde(default)]
+    pub fidelity_source: Option<String>,
+}
+
+/// The two answers a profile may give for the local environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalFidelity {
+    Faithful,
+    Modelled,
 }
 
 impl Expectation {
+    /// The fidelity of a result in `env`: kind measures the real controller; local is what the
+    /// profile declares.
+    pub fn fidelity_in(&self, env: EnvKind) -> Fidelity {
+        let level = match (env, self.fidelity) {
+            (EnvKind::Kind, _) => FidelityLevel::Real,
+            (EnvKind::Local, Some(LocalFidelity::Faithful)) => FidelityLevel::Faithful,
+            (EnvKind::Local, Some(LocalFidelity::Modelled)) => FidelityLevel::Modelled,
+            (EnvKind::Local, None) => FidelityLevel::Unrated,
+        };
+        let local = env == EnvKind::Local;
+        Fidelity {
+            level,
+            note: self.fidelity_note.clone().filter(|_| local),
+            source: self.fidelity_source.clone().filter(|_| local),
+        }
+    }
+
     pub fn observed_in(&self, env: EnvKind) -> &str {
         match (env, &self.kind) {
             (EnvKind::Kind, Some(kind)) => kind,
@@ -134,6 +170,23 @@ mod tests {
                     e.knob.is_some(),
                     "{controller} {}: a caveat names its knob",
                     behaviour.name
+                );
+            }
+            for (name, e) in &profile.expect {
+                match e.fidelity {
+                    None => panic!("{controller} {name}: no fidelity (faithful or modelled) in the profile"),
+                    Some(LocalFidelity::Modelled) => {
+                        assert!(
+                            e.fidelity_note.as_deref().is_some_and(|n| !n.is_empty()),
+                            "{controller} {name}: a modelled cell says what differs (fidelity_note)"
+                        );
+                    }
+                    Some(LocalFidelity::Faithful) => {}
+                }
+                let source = e.fidelity_source.as_deref().unwrap_or_default();
+                assert!(
+                    source.starts_with("https://"),
+                    "{controller} {name}: fidelity_source names the upstream file of the mechanism"
                 );
             }
             for name in profile.expect.keys() {

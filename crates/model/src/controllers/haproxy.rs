@@ -10,6 +10,8 @@ pub static INFO: ControllerInfo = ControllerInfo {
     ingress_class: "haproxy",
     data_plane: "haproxy",
     binary_env: "TESTBED_HAPROXY",
+    ships: "HAProxy 3.2 (haproxytech/kubernetes-ingress v3.2.6, image haproxytech/haproxy-alpine:3.2)",
+    ships_source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/build/Dockerfile",
     check,
 };
 

@@ -10,6 +10,8 @@ pub static INFO: ControllerInfo = ControllerInfo {
     ingress_class: "nginx",
     data_plane: "nginx",
     binary_env: "TESTBED_NGINX",
+    ships: "nginx 1.27.1 with OpenResty Lua (ingress-nginx controller-v1.15.1)",
+    ships_source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/images/nginx/rootfs/build.sh",
     check,
 };
 

@@ -10,6 +10,8 @@ pub static INFO: ControllerInfo = ControllerInfo {
     ingress_class: "traefik",
     data_plane: "traefik",
     binary_env: "TESTBED_TRAEFIK",
+    ships: "Traefik v3.6.13 (chart 39.0.8 appVersion)",
+    ships_source: "https://github.com/traefik/traefik-helm-chart/blob/v39.0.8/traefik/Chart.yaml",
     check,
 };
 
