@@ -233,7 +233,9 @@ mod tests {
         let md = render(&report);
         assert!(md.contains("| `idle` | pass ≈ · 3.0 s | pass · 3.0 s |"), "{md}");
         assert!(
-            md.contains("modelled: endpoints through DNS instead of the Lua balancer (https://example.invalid/balancer.lua)"),
+            md.contains(
+                "modelled: endpoints through DNS instead of the Lua balancer (https://example.invalid/balancer.lua)"
+            ),
             "{md}"
         );
         let json = serde_json::to_string(&report.results[0]).unwrap();
