@@ -42,6 +42,25 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
         }
         out.push_str("</table>");
     }
+    let prestop = report.prestop_needed();
+    if !prestop.is_empty() {
+        out.push_str(
+            "<h2>The preStop your pods need</h2><p>How long after a pod's deletion new connections still reached it \
+             (<code>endpoint_removal_lag</code>): a preStop at least this long keeps every new connection off a pod \
+             that stopped listening.</p><table><tr><th>controller</th><th>lag p50</th><th>lag max</th><th>preStop ≥</th><th>fidelity</th></tr>",
+        );
+        for (r, p50, max, need) in prestop {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{p50:.0} ms</td><td>{max:.0} ms</td><td>{:.1} s</td><td title=\"{}\">{}</td></tr>",
+                esc(&r.controller),
+                need / 1000.0,
+                esc(&r.fidelity_text()),
+                r.fidelity.level.as_str()
+            );
+        }
+        out.push_str("</table>");
+    }
     let controllers = report.controllers();
     out.push_str("<h2>Matrix</h2><table><tr><th>behaviour</th>");
     for c in &controllers {

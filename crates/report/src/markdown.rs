@@ -71,6 +71,25 @@ pub fn render(report: &Report) -> String {
         }
         out.push('\n');
     }
+    let prestop = report.prestop_needed();
+    if !prestop.is_empty() {
+        let _ = writeln!(
+            out,
+            "## The preStop your pods need\n\nHow long after a pod's deletion new connections still reached it \
+             (`endpoint_removal_lag`): a preStop at least this long keeps every new connection off a pod \
+             that stopped listening.\n\n| controller | lag p50 | lag max | preStop ≥ | fidelity |\n|---|---:|---:|---:|---|"
+        );
+        for (r, p50, max, need) in prestop {
+            let _ = writeln!(
+                out,
+                "| {} | {p50:.0} ms | {max:.0} ms | {:.1} s | {} |",
+                r.controller,
+                need / 1000.0,
+                r.fidelity.level.as_str()
+            );
+        }
+        out.push('\n');
+    }
     let _ = writeln!(
         out,
         "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want. \
@@ -209,6 +228,41 @@ mod tests {
                 "2 passed, 1 failed, 0 not supported by the controller, 0 not applicable in this environment in 61 s"
             ),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn the_prestop_table_leads_with_each_controllers_lag() {
+        let mut lag = result("endpoint_removal_lag", "nginx", Outcome::Pass);
+        lag.figures = vec![
+            Figure {
+                name: "endpoint_removal_lag_p50".into(),
+                value: 900.0,
+                unit: "ms".into(),
+            },
+            Figure {
+                name: "endpoint_removal_lag_max".into(),
+                value: 1951.0,
+                unit: "ms".into(),
+            },
+            Figure {
+                name: "prestop_needed".into(),
+                value: 2000.0,
+                unit: "ms".into(),
+            },
+        ];
+        let report = Report {
+            env: "local".into(),
+            generated_at: 0,
+            wall_seconds: None,
+            versions: Default::default(),
+            results: vec![lag, result("idle", "haproxy", Outcome::Pass)],
+        };
+        let md = render(&report);
+        assert!(md.contains("| nginx | 900 ms | 1951 ms | 2.0 s | unrated |"), "{md}");
+        assert!(
+            md.find("The preStop your pods need") < md.find("## Matrix"),
+            "the table comes first: {md}"
         );
     }
 

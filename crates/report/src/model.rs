@@ -273,6 +273,28 @@ impl Report {
         self.results.iter().filter(|r| r.outcome == outcome).count()
     }
 
+    /// Per controller, the endpoint-removal lag a behaviour measured (figures `endpoint_removal_lag_p50`,
+    /// `endpoint_removal_lag_max`, `prestop_needed`, in ms) with the result it came from: the
+    /// number users need for their preStop.
+    pub fn prestop_needed(&self) -> Vec<(&BehaviourResult, f64, f64, f64)> {
+        let figure = |r: &BehaviourResult, name: &str| r.figures.iter().find(|f| f.name == name).map(|f| f.value);
+        self.controllers()
+            .iter()
+            .filter_map(|c| {
+                let r = self
+                    .results
+                    .iter()
+                    .find(|r| &r.controller == c && figure(r, "prestop_needed").is_some())?;
+                Some((
+                    r,
+                    figure(r, "endpoint_removal_lag_p50")?,
+                    figure(r, "endpoint_removal_lag_max")?,
+                    figure(r, "prestop_needed")?,
+                ))
+            })
+            .collect()
+    }
+
     /// "75 passed, 0 failed, 3 not supported by the controller, 6 not applicable here".
     pub fn summary(&self) -> String {
         format!(

@@ -88,7 +88,81 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         test: |ctx| Box::pin(sigkill_after_grace_ends_connection_abnormally(ctx)),
         kubernetes_only: None,
     },
+    Behaviour {
+        name: "endpoint_removal_lag",
+        area: Area::Termination,
+        description: "Over 10 pod deletions, how long after deletion new connections still reached the deleted pod (p50, max), and from it the smallest preStop that keeps every new connection off a pod that stopped listening.",
+        features: &[],
+        spec: || IngressSpec::new(3).with_drain(termination()),
+        test: |ctx| Box::pin(endpoint_removal_lag(ctx)),
+        kubernetes_only: None,
+    },
 ];
+
+/// How many pods `endpoint_removal_lag` deletes, one after the other.
+const LAG_DELETIONS: usize = 10;
+/// How often the opener dials during each deletion's window.
+const LAG_DIAL_EVERY: Duration = Duration::from_millis(50);
+
+/// The figures of one controller's endpoint-removal lag: p50 and max over the deletions, and the
+/// preStop they call for (the max, rounded up to the next 100 ms).
+fn lag_figures(lags_ms: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut sorted: Vec<f64> = lags_ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let p50 = *sorted.get(sorted.len().checked_sub(1)? / 2)?;
+    let max = *sorted.last()?;
+    let prestop = (max / 100.0).ceil() * 100.0;
+    Some((p50, max, prestop))
+}
+
+async fn endpoint_removal_lag(ctx: Ctx) -> anyhow::Result<String> {
+    let window = termination_prestop(&ctx);
+    let replicas = ctx.deployment.spec().pods;
+    let mut lags = Vec::new();
+    let mut failed = 0;
+    let mut terminations = Vec::new();
+    for round in 1..=LAG_DELETIONS {
+        let pods = ctx.deployment.pods().await?;
+        let victim = pods.iter().find(|p| p.ready).context("no ready pod")?.name.clone();
+        ctx.marker(format!("delete {victim} ({round}/{LAG_DELETIONS})"));
+        let deleted = Instant::now();
+        terminations.push(ctx.deployment.delete_pod(&victim).await?);
+        let offset_ms = deleted.elapsed().as_secs_f64() * 1000.0;
+        let opener = open_continuously(ctx.probe("/ws"), LAG_DIAL_EVERY);
+        // The window under test: the victim's preStop, while it still accepts connections.
+        tokio::time::sleep(window).await;
+        let report = opener.stop().await;
+        failed += report.failures();
+        let last = report
+            .attempts
+            .iter()
+            .filter(|a| matches!(&a.outcome, probe::AttemptOutcome::Connected { pod: Some(p) } if *p == victim))
+            .map(|a| offset_ms + a.at_ms)
+            .fold(0.0_f64, f64::max);
+        lags.push(last);
+        // As a ReplicaSet would: back to the wanted number of ready, routed pods.
+        ctx.deployment.scale(replicas).await?;
+    }
+    for termination in terminations {
+        ctx.termination(&termination.wait(Duration::from_secs(30)).await?);
+    }
+    let (p50, max, prestop) = lag_figures(&lags).context("no deletion was measured")?;
+    ctx.figure("endpoint_removal_lag_p50", p50, "ms");
+    ctx.figure("endpoint_removal_lag_max", max, "ms");
+    ctx.figure("prestop_needed", prestop, "ms");
+    ctx.figure("deletions", lags.len() as f64, "deletions");
+    ctx.figure("failed_handshakes", failed as f64, "handshakes");
+    ctx.key_figure(format!(
+        "p50 {p50:.0} ms, max {max:.0} ms → preStop ≥ {:.1} s",
+        prestop / 1000.0
+    ));
+    let window_ms = window.as_secs_f64() * 1000.0;
+    Ok(match (failed, max < window_ms) {
+        (0, true) => "measured".to_owned(),
+        (0, false) => "still-routed-at-window-end".to_owned(),
+        (f, _) => format!("{f}-failed-handshakes"),
+    })
+}
 
 async fn existing_connection_survives_prestop(ctx: Ctx) -> anyhow::Result<String> {
     let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
@@ -158,6 +232,19 @@ async fn no_new_connections_to_terminating_pod(ctx: Ctx) -> anyhow::Result<Strin
             (f, _) => format!("{f}-failed-handshakes"),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lag_figures;
+
+    #[test]
+    fn lag_figures_give_median_max_and_the_prestop_rounded_up() {
+        assert_eq!(lag_figures(&[120.0, 40.0, 980.0]), Some((120.0, 980.0, 1000.0)));
+        assert_eq!(lag_figures(&[0.0, 0.0]), Some((0.0, 0.0, 0.0)));
+        assert_eq!(lag_figures(&[1001.0]), Some((1001.0, 1001.0, 1100.0)));
+        assert_eq!(lag_figures(&[]), None);
+    }
 }
 
 /// Connects, deletes the pod that answered, and waits for the end of the connection.
