@@ -148,10 +148,16 @@ pub trait Deployment: Send + Sync {
     /// Sets the number of pods and waits until the ingress routes to exactly those.
     async fn scale(&self, replicas: u32) -> Result<()>;
 
-    /// Applies a configuration change unrelated to this deployment's route
-    /// (a new host/path), the kind of change that makes some controllers reload.
-    /// Returns once the data plane serves the new configuration.
+    /// Adds a route unrelated to this deployment's (another Ingress, a new host, for the same
+    /// Service), the kind of change that makes some controllers reload.
+    /// Returns once the data plane serves the new route.
     async fn apply_unrelated_change(&self) -> Result<()>;
+
+    /// Applies a controller-wide configuration change the controller applies by reloading its
+    /// data plane, where it reloads at all (where it never does, its nearest equivalent: a
+    /// change it applies in process). The change itself touches no WebSocket; each controller
+    /// module says which it is. Returns once the data plane runs with it.
+    async fn apply_controller_change(&self) -> Result<()>;
 
     /// A pod's `/metrics` text.
     async fn pod_metrics(&self, pod: &str) -> Result<String>;

@@ -12,7 +12,7 @@ use model::{Affinity, Controller, CookieAffinity, Drain, IngressSpec, PodSetting
 use model::{Endpoint, EnvKind};
 use rstest::rstest;
 use testbed::env::{Deployment, TerminationRecord};
-use testbed::local::{LocalDeployment, LocalEnv};
+use testbed::local::{DataPlaneProcesses, LocalDeployment, LocalEnv};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -197,34 +197,78 @@ async fn endpoint_change_keeps_workers_and_connections(
     Ok(())
 }
 
+/// Workers that were not there before.
+fn new_workers(before: &DataPlaneProcesses, after: &DataPlaneProcesses) -> Vec<u32> {
+    after
+        .workers
+        .iter()
+        .copied()
+        .filter(|p| !before.workers.contains(p))
+        .collect()
+}
+
+/// A new Ingress (host) for the same Service: ingress-nginx reloads for its server block; the
+/// HAProxy controller adds map rows over the runtime API; Traefik applies it in process.
+#[rstest]
+#[case::nginx(Controller::Nginx, true)]
+#[case::haproxy(Controller::Haproxy, false)]
+#[case::traefik(Controller::Traefik, false)]
+#[tokio::test]
+async fn a_new_route_reloads_nginx_only(#[case] controller: Controller, #[case] reloads: bool) -> anyhow::Result<()> {
+    let spec = quick_spec().with_data_plane_drain_limit(Duration::from_secs(2));
+    let d = deploy(controller, &spec).await?;
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    let before = d.data_plane_processes();
+    d.apply_unrelated_change().await?;
+    let after = d.data_plane_processes();
+    assert_eq!(after.main, before.main, "the main process stays");
+    if reloads {
+        assert!(
+            !new_workers(&before, &after).is_empty(),
+            "{controller} reloads for a new server block: workers before {before:?}, after {after:?}"
+        );
+    } else {
+        assert_eq!(after, before, "{controller} must not reload for a new route");
+        echo(&mut ws, "still here after the new route").await?;
+    }
+    // The new route answers (apply_unrelated_change waited for it; ask again to show it).
+    let addr = d.endpoint().addr;
+    let new_route = probe::ProbeOptions::new(addr, &format!("http://unrelated-1.testbed.local:{}/", addr.port()))?;
+    let answer = probe::http_request(&new_route, http::Method::POST, "/session", Vec::new()).await?;
+    assert_eq!(answer.status, http::StatusCode::OK, "{controller}: the new route");
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    echo(&mut ws, "the old route after the new one").await?;
+    Ok(())
+}
+
+/// A controller-wide change the controller reloads for: nginx and HAProxy replace their workers;
+/// Traefik, which never reloads, applies its nearest equivalent in process.
 #[rstest]
 #[case::nginx(Controller::Nginx, true)]
 #[case::haproxy(Controller::Haproxy, true)]
 #[case::traefik(Controller::Traefik, false)]
 #[tokio::test]
-async fn config_change_reloads_nginx_and_haproxy_only(
+async fn a_controller_change_replaces_the_workers_of_nginx_and_haproxy(
     #[case] controller: Controller,
     #[case] reloads: bool,
 ) -> anyhow::Result<()> {
     let spec = quick_spec().with_data_plane_drain_limit(Duration::from_secs(2));
     let d = deploy(controller, &spec).await?;
     let before = d.data_plane_processes();
-    d.apply_unrelated_change().await?;
+    d.apply_controller_change().await?;
     let after = d.data_plane_processes();
     assert_eq!(after.main, before.main, "the main process stays");
-    let new_workers: Vec<u32> = after
-        .workers
-        .iter()
-        .copied()
-        .filter(|p| !before.workers.contains(p))
-        .collect();
     assert_eq!(
-        !new_workers.is_empty(),
+        !new_workers(&before, &after).is_empty(),
         reloads,
         "{controller}: workers before {before:?}, after {after:?}"
     );
     let (mut ws, _) = connect(d.endpoint()).await?;
-    echo(&mut ws, "after the change").await?;
+    echo(&mut ws, "after the controller change").await?;
+    // A second change is a change again.
+    let before = d.data_plane_processes();
+    d.apply_controller_change().await?;
+    assert_eq!(!new_workers(&before, &d.data_plane_processes()).is_empty(), reloads);
     Ok(())
 }
 

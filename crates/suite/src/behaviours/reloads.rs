@@ -1,4 +1,5 @@
-//! Reloads: endpoint changes (which never reload the data plane) against configuration reloads.
+//! Reloads: endpoint changes (which never reload the data plane), a new route (which reloads some
+//! controllers) and a controller-wide change (which reloads every controller that reloads).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -25,12 +26,23 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         kubernetes_only: None,
     },
     Behaviour {
-        name: "connection_fate_on_config_reload",
+        name: "connection_survives_route_added",
         area: Area::Reloads,
-        description: "An unrelated route is added with the data-plane drain limit at 5 s: whether and when existing connections end.",
+        description: "A new Ingress (another host) for the same Service is added, data-plane drain limit 5 s: \
+                      whether an open connection survives, and if not when it ends.",
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
-        test: |ctx| Box::pin(connection_fate_on_config_reload(ctx)),
+        test: |ctx| Box::pin(connection_survives_route_added(ctx)),
+        kubernetes_only: None,
+    },
+    Behaviour {
+        name: "connection_fate_on_controller_reload",
+        area: Area::Reloads,
+        description: "A controller-wide setting the controller reloads for is changed (where it never reloads, its \
+                      nearest equivalent), data-plane drain limit 5 s: whether and when an open connection ends.",
+        features: &[Feature::DataPlaneDrainLimit],
+        spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
+        test: |ctx| Box::pin(connection_fate_on_controller_reload(ctx)),
         kubernetes_only: None,
     },
 ];
@@ -61,19 +73,40 @@ async fn connection_survives_endpoint_change(ctx: Ctx) -> anyhow::Result<String>
     Ok(if kept == on_survivors { "untouched" } else { "cut" }.to_owned())
 }
 
-async fn connection_fate_on_config_reload(ctx: Ctx) -> anyhow::Result<String> {
-    let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
-    ctx.marker("unrelated route added");
-    let reload_at = Instant::now();
+async fn connection_survives_route_added(ctx: Ctx) -> anyhow::Result<String> {
+    let conn = connect(&ctx, &ctx.probe("/ws")).await?;
+    ctx.marker("new Ingress (host) for the same Service");
+    let changed_at = Instant::now();
     ctx.deployment.apply_unrelated_change().await?;
+    fate_after_change(&ctx, conn, changed_at, "the new route").await
+}
+
+async fn connection_fate_on_controller_reload(ctx: Ctx) -> anyhow::Result<String> {
+    let conn = connect(&ctx, &ctx.probe("/ws")).await?;
+    ctx.marker("controller-wide setting changed");
+    let changed_at = Instant::now();
+    ctx.deployment.apply_controller_change().await?;
+    fate_after_change(&ctx, conn, changed_at, "the change").await
+}
+
+/// Echoes over `conn` until it ends or twice the drain limit (and a second) passed since the
+/// change was asked for. Words: `survived`, or `cut-<how it ended>`.
+async fn fate_after_change(
+    ctx: &Ctx,
+    mut conn: probe::Connection,
+    changed_at: Instant,
+    change: &str,
+) -> anyhow::Result<String> {
+    let applied = changed_at.elapsed();
+    ctx.figure("change_applied_after", applied.as_secs_f64(), "s");
     let watch = DRAIN_LIMIT * 2 + Duration::from_secs(1);
     let mut n = 0;
     let word = loop {
-        if reload_at.elapsed() > watch {
+        if changed_at.elapsed() > watch {
             break "survived".to_owned();
         }
         n += 1;
-        if echo(&mut conn, &format!("after reload {n}")).await.is_err() {
+        if echo(&mut conn, &format!("after {change} {n}")).await.is_err() {
             break end_word(&conn.end().cloned().unwrap_or(End::Abnormal {
                 at_ms: 0.0,
                 error: "echo failed".into(),
@@ -81,14 +114,14 @@ async fn connection_fate_on_config_reload(ctx: Ctx) -> anyhow::Result<String> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await; // pacing of the echo loop
     };
-    let after = reload_at.elapsed();
-    ctx.lane("connection across the reload", conn.timeline());
+    let after = changed_at.elapsed();
+    ctx.lane(format!("connection across {change}"), conn.timeline());
     if word == "survived" {
-        ctx.key_figure(format!("open {} after reload", secs(after)));
+        ctx.key_figure(format!("open {} after {change}", secs(after)));
         Ok(word)
     } else {
-        ctx.figure("ended_after_reload", after.as_secs_f64(), "s");
-        ctx.key_figure(format!("{word} {} after reload", secs(after)));
+        ctx.figure("ended_after_change", after.as_secs_f64(), "s");
+        ctx.key_figure(format!("{word} {} after {change}", secs(after)));
         Ok(format!("cut-{word}"))
     }
 }

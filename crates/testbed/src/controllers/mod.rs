@@ -52,6 +52,11 @@ pub trait ControllerImpl: Send + Sync + fmt::Debug {
     fn settings(&self, spec: &IngressSpec) -> ControllerSettings;
     /// Our overrides of the controller's Helm chart.
     fn helm_values(&self, common: &HelmCommon) -> serde_json::Value;
+    /// The `serial`-th (0-based) controller-wide change a deployment of `spec` asks for through
+    /// `Deployment::apply_controller_change`: one the controller applies by reloading its data
+    /// plane, where it reloads at all. Local drivers make the same change
+    /// ([`Driver::apply_controller_change`]).
+    fn controller_change(&self, spec: &IngressSpec, serial: u32) -> ControllerChange;
 
     // ---- local ----
 
@@ -62,7 +67,7 @@ pub trait ControllerImpl: Send + Sync + fmt::Debug {
     fn driver(&self) -> Box<dyn Driver>;
     /// Arguments that make the data-plane binary print its version.
     fn version_args(&self) -> &'static [&'static str];
-    /// The version from that output ("nginx/1.31.3", "HAProxy 2.8.25-…", "Traefik 3.7.15").
+    /// The version from that output ("nginx/1.31.3", "HAProxy 2.8.25-…", "Traefik 3.6.13").
     fn parse_version(&self, output: &str) -> Option<String>;
 }
 
@@ -86,6 +91,32 @@ pub trait Driver: Send + Sync + fmt::Debug {
     async fn set_endpoints(&self, spec: &IngressSpec, ctx: &LocalContext, probe: &ProbeOptions) -> Result<()>;
     /// A configuration change (a new route): what its controller does with one.
     async fn apply_config(&self, spec: &IngressSpec, ctx: &LocalContext, pid: u32, probe: &ProbeOptions) -> Result<()>;
+    /// The next controller-wide change ([`ControllerImpl::controller_change`]), made the way its
+    /// controller makes it (a reload, where it reloads); returns once the data plane runs with it.
+    async fn apply_controller_change(
+        &self,
+        spec: &IngressSpec,
+        ctx: &LocalContext,
+        pid: u32,
+        probe: &ProbeOptions,
+    ) -> Result<()>;
     /// Processes that hold connections, given the main process.
     fn workers(&self, pid: u32) -> Vec<u32>;
+}
+
+/// What `Deployment::apply_controller_change` does in kind for one controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerChange {
+    /// Keys set in the controller's ConfigMap on top of the spec's settings (applied by the same
+    /// field manager, so the next deploy's settings drop them again). The controller reloads its
+    /// data plane for them and logs `reloaded_log` once it did.
+    ConfigMap {
+        data: BTreeMap<String, String>,
+        reloaded_log: &'static str,
+    },
+    /// Annotations put on the deployment's own Ingress: a dynamic-configuration change the
+    /// controller applies in process. It logs nothing at its default level, so the same patch
+    /// adds a rule for a marker host, and the change counts as applied once that host answers
+    /// (one Ingress update reaches the data plane as one configuration).
+    IngressAnnotations { annotations: BTreeMap<String, String> },
 }

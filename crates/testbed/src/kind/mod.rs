@@ -35,6 +35,7 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::controllers::{self, ControllerChange};
 use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
 use crate::render::kind::{
     self as render, APP_NAME, CONTAINER_PORT, ControllerSettings, FIELD_MANAGER, KindObjects, RenderOptions,
@@ -249,6 +250,7 @@ impl Environment for KindEnv {
             ca: self.ca.clone(),
             opts,
             unrelated: AtomicU32::new(0),
+            controller_changes: AtomicU32::new(0),
             torn_down: AtomicBool::new(false),
         };
         let ready = async {
@@ -392,6 +394,7 @@ pub struct KindDeployment {
     ca: TestCa,
     opts: RenderOptions,
     unrelated: AtomicU32,
+    controller_changes: AtomicU32,
     torn_down: AtomicBool,
 }
 
@@ -498,6 +501,73 @@ impl KindDeployment {
 
     async fn dump(&self, dir: &Path) -> Result<()> {
         dump_namespace(&self.client, &self.namespace, dir).await
+    }
+
+    /// The controller's pods now (its workload's selector).
+    async fn controller_pods(&self) -> Result<Vec<String>> {
+        let inst = install(self.controller);
+        let what = format!("reading {} {}", inst.workload_kind, inst.workload);
+        let selector = match inst.workload_kind {
+            "DaemonSet" => Api::<DaemonSet>::namespaced(self.client.clone(), inst.namespace)
+                .get(inst.workload)
+                .await
+                .map_err(api_err(what))?
+                .spec
+                .and_then(|s| s.selector.match_labels),
+            _ => Api::<K8sDeployment>::namespaced(self.client.clone(), inst.namespace)
+                .get(inst.workload)
+                .await
+                .map_err(api_err(what))?
+                .spec
+                .and_then(|s| s.selector.match_labels),
+        };
+        let labels: Vec<String> = selector
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let lp = ListParams::default().labels(&labels.join(","));
+        let pods = Api::<K8sPod>::namespaced(self.client.clone(), inst.namespace)
+            .list(&lp)
+            .await
+            .map_err(api_err(format!("listing {} pods", self.controller)))?;
+        Ok(pods.items.iter().map(ResourceExt::name_any).collect())
+    }
+
+    /// Follows the controller's container logs from now on; the receiver yields once one of them
+    /// logs a line containing `needle`. Returns once every log is being followed, so nothing
+    /// logged after it returns is missed; the tasks end with the line or at [`WAIT`].
+    async fn watch_controller_log(&self, needle: &'static str) -> Result<tokio::sync::mpsc::Receiver<String>> {
+        let inst = install(self.controller);
+        let pods: Api<K8sPod> = Api::namespaced(self.client.clone(), inst.namespace);
+        let (found_tx, found_rx) = tokio::sync::mpsc::channel(1);
+        for pod in self.controller_pods().await? {
+            let params = LogParams {
+                container: Some(inst.container.to_owned()),
+                follow: true,
+                since_seconds: Some(1),
+                ..LogParams::default()
+            };
+            let stream = pods
+                .log_stream(&pod, &params)
+                .await
+                .map_err(api_err(format!("following the log of {} pod {pod}", self.controller)))?;
+            let found = found_tx.clone();
+            tokio::spawn(async move {
+                use futures_util::{AsyncBufReadExt, StreamExt};
+                let mut lines = stream.lines();
+                let read = async {
+                    while let Some(Ok(line)) = lines.next().await {
+                        if line.contains(needle) {
+                            let _ = found.send(line).await;
+                            return;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(WAIT, read).await;
+            });
+        }
+        Ok(found_rx)
     }
 }
 
@@ -760,6 +830,66 @@ impl Deployment for KindDeployment {
         let what = format!("{} to serve the unrelated host {host}", self.controller);
         let opts = readiness_probe(&unrelated, self.spec.proxy_protocol, None)?;
         wait_healthz(&what, &opts).await
+    }
+
+    async fn apply_controller_change(&self) -> crate::env::Result<()> {
+        let serial = self.controller_changes.fetch_add(1, Ordering::Relaxed);
+        let module = controllers::of(self.controller);
+        match module.controller_change(&self.spec, serial) {
+            ControllerChange::ConfigMap { data, reloaded_log } => {
+                // On top of this spec's settings and by the same field manager, so the next
+                // deploy's settings take the changed keys away again.
+                let ControllerSettings::ConfigMap(mut cm) = module.settings(&self.spec) else {
+                    return Err(EnvError::failed(
+                        format!("changing {}'s ConfigMap", self.controller),
+                        "its settings are not a ConfigMap",
+                    ));
+                };
+                cm.data.get_or_insert_default().extend(data);
+                let mut reloaded = self.watch_controller_log(reloaded_log).await?;
+                apply_settings(&self.client, self.controller, &ControllerSettings::ConfigMap(cm)).await?;
+                let what = format!("{} to log {reloaded_log:?} after the ConfigMap change", self.controller);
+                let line = within(&what, WAIT, reloaded.recv())
+                    .await?
+                    .ok_or_else(|| EnvError::failed(what.clone(), "no controller pod's log said so"))?;
+                tracing::debug!(controller = %self.controller, line, "controller change applied");
+            }
+            ControllerChange::IngressAnnotations { annotations } => {
+                let ingresses = self.api::<k8s_openapi::api::networking::v1::Ingress>();
+                let current = ingresses
+                    .get(APP_NAME)
+                    .await
+                    .map_err(api_err(format!("reading Ingress {}/{APP_NAME}", self.namespace)))
+                    .map_err(KindError::into_env)?;
+                let serial = self.unrelated.fetch_add(1, Ordering::Relaxed);
+                let marker = format!("applied-{serial}-{}.testbed.local", self.namespace);
+                let mut rules = current.spec.and_then(|s| s.rules).unwrap_or_default();
+                let mut marker_rule = rules.first().cloned().unwrap_or_default();
+                marker_rule.host = Some(marker.clone());
+                rules.push(marker_rule);
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": annotations},
+                    "spec": {"rules": rules},
+                });
+                ingresses
+                    .patch(APP_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(api_err(format!("changing Ingress {}/{APP_NAME}", self.namespace)))
+                    .map_err(KindError::into_env)?;
+                // The marker host answers once the update that carries the change is applied.
+                let applied = Endpoint {
+                    addr: SocketAddr::new(self.endpoint.addr.ip(), install(self.controller).http_port),
+                    host: marker,
+                    tls: false,
+                };
+                let what = format!(
+                    "{} to apply the Ingress change (marker host {})",
+                    self.controller, applied.host
+                );
+                wait_healthz(&what, &readiness_probe(&applied, self.spec.proxy_protocol, None)?).await?;
+            }
+        }
+        self.wait_routed().await
     }
 
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {

@@ -161,6 +161,22 @@ impl DataPlane {
             .map_err(|e| self.with_log(e))
     }
 
+    /// The next controller-wide change: what the controller does with one (a reload, where it
+    /// reloads).
+    pub async fn apply_controller_change(
+        &self,
+        spec: &IngressSpec,
+        endpoints: &[SocketAddr],
+        extra: &[ExtraRoute],
+        probe: &ProbeOptions,
+    ) -> Result<()> {
+        let ctx = self.context(endpoints, extra);
+        self.driver
+            .apply_controller_change(spec, &ctx, self.pid, probe)
+            .await
+            .map_err(|e| self.with_log(e))
+    }
+
     /// A not-ready error from a driver, with this data plane's log.
     fn with_log(&self, e: LocalError) -> LocalError {
         match e {
@@ -184,7 +200,7 @@ impl DataPlane {
         }
     }
 
-    /// "nginx/1.31.3", "HAProxy 2.8.25-…", "Traefik 3.7.15".
+    /// "nginx/1.31.3", "HAProxy 2.8.25-…", "Traefik 3.6.13".
     pub async fn version(&self) -> String {
         let controller = controllers::of(self.controller);
         let out = match Command::new(&self.binary)

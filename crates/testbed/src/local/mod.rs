@@ -6,8 +6,10 @@
 //! deployment). Endpoint changes reach the data plane the way the controllers
 //! do it, without a reload: nginx re-resolves the Service name through an
 //! embedded DNS responder, HAProxy's server slots are set over the runtime
-//! API, Traefik's dynamic file is rewritten. Configuration changes re-render
-//! and reload nginx (SIGHUP) and HAProxy (SIGUSR2 to the master).
+//! API, Traefik's dynamic file is rewritten. A new route re-renders and
+//! reloads nginx (SIGHUP), replaces HAProxy's routing maps over the runtime
+//! API and rewrites Traefik's dynamic file; a controller-wide change reloads
+//! nginx and HAProxy (its master CLI) and rewrites Traefik's dynamic file.
 
 mod dataplane;
 mod dns;
@@ -664,7 +666,9 @@ impl Deployment for LocalDeployment {
         let answered = ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || async {
             let stale = last_apply.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > Duration::from_secs(3);
             if stale {
-                // A reload asked for while the master was busy is asked for again.
+                // A change asked for while the data plane was still busy (an nginx reload starting)
+                // is asked for again; HAProxy's map update sends nothing when its maps already hold
+                // the route.
                 tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
                 if let Err(e) = inner
                     .data_plane
@@ -688,6 +692,18 @@ impl Deployment for LocalDeployment {
                 log_tail: inner.data_plane.log_tail(),
             })
         })
+    }
+
+    async fn apply_controller_change(&self) -> crate::env::Result<()> {
+        let _ops = self.inner.ops.lock().await;
+        let inner = &self.inner;
+        let endpoints = inner.endpoints();
+        let extra = inner.state().extra_routes.clone();
+        inner
+            .data_plane
+            .apply_controller_change(&inner.spec, &endpoints, &extra, &inner.client)
+            .await?;
+        Ok(())
     }
 
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {

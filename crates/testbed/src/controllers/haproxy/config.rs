@@ -1,14 +1,19 @@
-//! haproxy.cfg as the HAProxy Kubernetes Ingress controller writes it.
+//! haproxy.cfg and the routing maps as the HAProxy Kubernetes Ingress controller writes them.
 //!
 //! The controller runs HAProxy in master-worker mode, keeps a backend per
 //! Service port with a fixed number of `server` slots, and fills or empties
-//! the slots over the runtime API when endpoints change (no reload). Any
-//! other change rewrites the file and reloads; old workers keep their
-//! connections until `hard-stop-after`. Defaults follow the controller's
-//! shipped haproxy.cfg and pkg/haproxy/env/defaults.go.
+//! the slots over the runtime API when endpoints change (no reload). Routing
+//! is data too: host and path rows live in map files the frontend looks up,
+//! replaced over the runtime API when Ingress rules change (no reload). Other
+//! changes (a new backend, frontend rules, global/defaults settings, binds)
+//! rewrite the file and reload; old workers keep their connections until
+//! `hard-stop-after`. Defaults follow the controller's shipped haproxy.cfg and
+//! pkg/haproxy/env/defaults.go (haproxytech/kubernetes-ingress v3.2.6).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::timeouts::{self, Scope};
@@ -36,6 +41,155 @@ pub const DEFAULT_TIMEOUTS: [(&str, Duration); 6] = [
 /// `timeout http-keep-alive` default (1m).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
+/// The ConfigMap key `Deployment::apply_controller_change` changes. It lands in `defaults`
+/// (pkg/annotations/annotations.go `Defaults`, pkg/annotations/global/timeout.go), and a
+/// `defaults` change makes the controller reload ("Defaults config updated",
+/// pkg/controller/global.go `defaultsCfg`). It only bounds how long a request queues for a
+/// server, so it does nothing to an established WebSocket itself.
+pub const CHANGED_KEY: &str = "timeout-queue";
+
+/// The value of [`CHANGED_KEY`] after `changes` controller changes: its default (5s) plus a
+/// second per change, so every change is a new value.
+pub fn changed_queue_timeout(changes: u32) -> Duration {
+    let default = DEFAULT_TIMEOUTS
+        .iter()
+        .find(|(name, _)| *name == "queue")
+        .map_or(Duration::from_secs(5), |(_, d)| *d);
+    default + Duration::from_secs(u64::from(changes))
+}
+
+/// One of the routing maps the controller keeps (pkg/route/route.go: `HOST`, `PATH_EXACT`,
+/// `PATH_PREFIX_EXACT`, `PATH_PREFIX`). They are persistent (pkg/haproxy/main.go `New`): the
+/// files exist, empty or not, because the frontend's rules always read them. The persistent
+/// `sni` map is only read by the SSL-passthrough frontend, which the testbed never renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteMap {
+    Host,
+    PathExact,
+    PathPrefixExact,
+    PathPrefix,
+}
+
+impl RouteMap {
+    pub const ALL: [RouteMap; 4] = [
+        RouteMap::Host,
+        RouteMap::PathExact,
+        RouteMap::PathPrefixExact,
+        RouteMap::PathPrefix,
+    ];
+
+    /// `maps/<name>.map` in the configuration directory, as pkg/haproxy/maps/main.go `GetPath`
+    /// and pkg/haproxy/env/main.go (`MapsDir`) place it.
+    pub fn relative_path(self) -> &'static str {
+        match self {
+            RouteMap::Host => "maps/host.map",
+            RouteMap::PathExact => "maps/path-exact.map",
+            RouteMap::PathPrefixExact => "maps/path-prefix-exact.map",
+            RouteMap::PathPrefix => "maps/path-prefix.map",
+        }
+    }
+}
+
+/// The rows of every routing map, each map's rows sorted as the controller sorts them before it
+/// writes or sends them (pkg/haproxy/maps/main.go `getContent`).
+pub type MapRows = BTreeMap<RouteMap, Vec<String>>;
+
+/// The maps directory: `<config dir>/maps` (pkg/haproxy/env/main.go `MapsDir`).
+pub fn maps_dir(ctx: &LocalContext) -> PathBuf {
+    ctx.runtime_dir.join("maps")
+}
+
+pub fn map_path(ctx: &LocalContext, map: RouteMap) -> PathBuf {
+    ctx.runtime_dir.join(map.relative_path())
+}
+
+/// The map rows for the spec's route and every extra route (each another Ingress rule for the
+/// same Service, so the same backend).
+pub fn route_maps(spec: &IngressSpec, ctx: &LocalContext) -> MapRows {
+    let backend = backend_name();
+    let mut maps: MapRows = RouteMap::ALL.into_iter().map(|m| (m, Vec::new())).collect();
+    let mut routes = vec![(spec.host.as_str(), spec.path.as_str())];
+    routes.extend(ctx.extra_routes.iter().map(|r| (r.host.as_str(), r.path.as_str())));
+    for (host, path) in routes {
+        add_prefix_route(&mut maps, host, path, &backend);
+    }
+    for rows in maps.values_mut() {
+        rows.sort();
+        rows.dedup();
+    }
+    maps
+}
+
+/// The rows pkg/route/route.go `AddHostPathRoute` appends for a host and a `pathType: Prefix`
+/// path (the kind renderer's Ingress uses Prefix): the host maps to itself in `host`; `/` is one
+/// `path-prefix` row, any other path an exact row without its trailing slash plus a prefix row
+/// with one. Columns are separated by three tabs, as there.
+fn add_prefix_route(maps: &mut MapRows, host: &str, path: &str, backend: &str) {
+    let mut row = |map: RouteMap, key: String, value: &str| {
+        if let Some(rows) = maps.get_mut(&map) {
+            rows.push(format!("{key}\t\t\t{value}"));
+        }
+    };
+    row(RouteMap::Host, host.to_owned(), host);
+    if path.is_empty() || path == "/" {
+        row(RouteMap::PathPrefix, format!("{host}/"), backend);
+    } else {
+        let path = path.trim_end_matches('/');
+        row(RouteMap::PathPrefixExact, format!("{host}{path}"), backend);
+        row(RouteMap::PathPrefix, format!("{host}{path}/"), backend);
+    }
+}
+
+/// A map file's text: one row a line (pkg/haproxy/maps/main.go `getContent`).
+pub fn map_file_text(rows: &[String]) -> String {
+    rows.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// HAProxy's default `tune.bufsize`, which bounds one runtime API payload
+/// (pkg/haproxy/api/api.go `BufferSize`).
+pub const RUNTIME_BUFFER_SIZE: usize = 16000;
+
+/// `prepare map <file>`: a new, empty version of the map to fill (client-native's `PrepareMap`,
+/// called by pkg/haproxy/api/runtime.go `SetMapContent`).
+pub fn prepare_map_command(path: &Path) -> String {
+    format!("prepare map {}", path.display())
+}
+
+/// The version number in `prepare map`'s answer (`New version created: 3`).
+pub fn parse_prepared_version(answer: &str) -> Option<u32> {
+    answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("New version created:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `add map @<version> <file> <<` with the rows as payload, in chunks that each stay under
+/// [`RUNTIME_BUFFER_SIZE`], as `SetMapContent` sends them. Each command ends with the payload's
+/// last row; the runtime API client's final newline closes the payload with an empty line.
+pub fn add_map_commands(version: u32, path: &Path, rows: &[String]) -> Vec<String> {
+    let mut chunks: Vec<String> = Vec::new();
+    let mut chunk = String::new();
+    for row in rows {
+        if !chunk.is_empty() && chunk.len() + row.len() >= RUNTIME_BUFFER_SIZE {
+            chunks.push(std::mem::take(&mut chunk));
+        }
+        chunk.push_str(row);
+        chunk.push('\n');
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+        .into_iter()
+        .map(|payload| format!("add map @{version} {} <<\n{payload}", path.display()))
+        .collect()
+}
+
+/// `commit map @<version> <file>`: the prepared version replaces the live one atomically.
+pub fn commit_map_command(version: u32, path: &Path) -> String {
+    format!("commit map @{version} {}", path.display())
+}
+
 /// The backend name the controller uses: `<namespace>_svc_<service>_<port name or number>`.
 pub fn backend_name() -> String {
     format!("{NAMESPACE}_svc_{SERVICE}_http")
@@ -59,6 +213,16 @@ pub fn runtime_socket(ctx: &LocalContext) -> std::path::PathBuf {
 /// when shorter than the slot count, the rest are empty. Pass
 /// `ctx.backends.pods` on first start.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr>]) -> Result<String> {
+    render_with_changes(spec, ctx, slots, 0)
+}
+
+/// [`render`] after `changes` controller changes ([`CHANGED_KEY`]).
+pub fn render_with_changes(
+    spec: &IngressSpec,
+    ctx: &LocalContext,
+    slots: &[Option<SocketAddr>],
+    changes: u32,
+) -> Result<String> {
     check(Controller::Haproxy, EnvKind::Local, spec)?;
     let dir = ctx.runtime_dir.display();
     let backend = backend_name();
@@ -105,6 +269,11 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
             .iter()
             .find(|k| k.scope == Scope::ConfigMap && k.directive() == name)
             .map_or(default, |k| k.value);
+        if changes > 0 && CHANGED_KEY.strip_prefix("timeout-") == Some(name) {
+            let _ = writeln!(w, "  # {CHANGED_KEY} (ConfigMap), controller change {changes}");
+            let _ = writeln!(w, "  timeout {name} {}", duration_value(changed_queue_timeout(changes)));
+            continue;
+        }
         let _ = writeln!(w, "  timeout {name} {}", duration_value(value));
     }
     let _ = writeln!(w, "  timeout http-keep-alive {}", duration_value(DEFAULT_KEEP_ALIVE));
@@ -121,15 +290,41 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext, slots: &[Option<SocketAddr
     let _ = writeln!(w, "{bind}");
     let _ = writeln!(w, "  mode http");
     let _ = writeln!(w, "  option forwardfor");
-    let _ = writeln!(w, "  http-request set-var(txn.host) req.hdr(host),field(1,:),lower");
-    let mut routes = vec![(spec.host.as_str(), spec.path.as_str())];
-    routes.extend(ctx.extra_routes.iter().map(|r| (r.host.as_str(), r.path.as_str())));
-    for (host, path) in routes {
-        let _ = writeln!(
-            w,
-            "  use_backend {backend} if {{ var(txn.host) -m str {host} }} {{ path_beg {path} }}"
-        );
+    // Backend switching through the routing maps: the set-var rules of pkg/controller/controller.go
+    // `setupHAProxyRules` and the one `use_backend` of the shipped haproxy.cfg
+    // (fs/usr/local/etc/haproxy/haproxy.cfg, pkg/route/route.go `CustomRoutesReset`). A new host
+    // or path is a map row, not a line here.
+    let map = |m: RouteMap| map_path(ctx, m).display().to_string();
+    let not_found = |var: &str| format!("if !{{ var(txn.{var}) -m found }}");
+    let rules = [
+        "txn.base) base".to_owned(),
+        "txn.path) path".to_owned(),
+        "txn.host) req.hdr(Host),field(1,:),lower".to_owned(),
+        format!("txn.host_match) var(txn.host),map({})", map(RouteMap::Host)),
+        format!(
+            "txn.host_match) var(txn.host),regsub(^[^.]*,,),map({},'') {}",
+            map(RouteMap::Host),
+            not_found("host_match")
+        ),
+        format!(
+            "txn.path_match) var(txn.host_match),concat(,txn.path,),map({})",
+            map(RouteMap::PathExact)
+        ),
+        format!(
+            "txn.path_match) var(txn.host_match),concat(,txn.path,),map({}) {}",
+            map(RouteMap::PathPrefixExact),
+            not_found("path_match")
+        ),
+        format!(
+            "txn.path_match) var(txn.host_match),concat(,txn.path,),map_beg({}) {}",
+            map(RouteMap::PathPrefix),
+            not_found("path_match")
+        ),
+    ];
+    for rule in rules {
+        let _ = writeln!(w, "  http-request set-var({rule}");
     }
+    let _ = writeln!(w, "  use_backend %[var(txn.path_match),field(1,.)]");
     let _ = writeln!(w, "  default_backend default-local-service");
     let _ = writeln!(w);
 
@@ -309,19 +504,125 @@ mod tests {
         );
     }
 
-    #[test]
-    fn routes_match_host_and_path() {
+    fn with_route(host: &str, path: &str) -> LocalContext {
         let mut ctx = context();
         ctx.extra_routes.push(ExtraRoute {
-            host: "other.testbed.local".to_owned(),
-            path: "/".to_owned(),
+            host: host.to_owned(),
+            path: path.to_owned(),
         });
+        ctx
+    }
+
+    #[test]
+    fn routing_is_one_use_backend_over_the_maps_and_no_host_is_in_the_config() {
+        let ctx = with_route("other.testbed.local", "/");
+        let conf = render_ok(&IngressSpec::new(3), &ctx);
         check(
-            &render_ok(&IngressSpec::new(3), &ctx),
+            &conf,
             &[
-                "use_backend default_svc_ws-echo_http if { var(txn.host) -m str echo.testbed.local } { path_beg / }",
-                "{ var(txn.host) -m str other.testbed.local }",
+                "  http-request set-var(txn.path) path\n",
+                "  http-request set-var(txn.host) req.hdr(Host),field(1,:),lower\n",
+                "  http-request set-var(txn.host_match) var(txn.host),map(/tmp/testbed-run/maps/host.map)\n",
+                "  http-request set-var(txn.host_match) var(txn.host),regsub(^[^.]*,,),map(/tmp/testbed-run/maps/host.map,'') \
+                 if !{ var(txn.host_match) -m found }\n",
+                "  http-request set-var(txn.path_match) var(txn.host_match),concat(,txn.path,),\
+                 map(/tmp/testbed-run/maps/path-exact.map)\n",
+                "  http-request set-var(txn.path_match) var(txn.host_match),concat(,txn.path,),\
+                 map(/tmp/testbed-run/maps/path-prefix-exact.map) if !{ var(txn.path_match) -m found }\n",
+                "  http-request set-var(txn.path_match) var(txn.host_match),concat(,txn.path,),\
+                 map_beg(/tmp/testbed-run/maps/path-prefix.map) if !{ var(txn.path_match) -m found }\n",
+                "  use_backend %[var(txn.path_match),field(1,.)]\n  default_backend default-local-service\n",
             ],
+        );
+        check_absent(&conf, &["echo.testbed.local", "other.testbed.local"]);
+        // A new route changes the maps, never haproxy.cfg.
+        assert_eq!(conf, render_ok(&IngressSpec::new(3), &context()));
+    }
+
+    #[test]
+    fn route_maps_hold_each_host_and_its_prefix_row() {
+        let maps = route_maps(&IngressSpec::new(3), &with_route("other.testbed.local", "/"));
+        assert_eq!(
+            maps[&RouteMap::Host],
+            [
+                "echo.testbed.local\t\t\techo.testbed.local",
+                "other.testbed.local\t\t\tother.testbed.local"
+            ]
+        );
+        assert_eq!(
+            maps[&RouteMap::PathPrefix],
+            [
+                "echo.testbed.local/\t\t\tdefault_svc_ws-echo_http",
+                "other.testbed.local/\t\t\tdefault_svc_ws-echo_http"
+            ]
+        );
+        assert!(maps[&RouteMap::PathExact].is_empty());
+        assert!(maps[&RouteMap::PathPrefixExact].is_empty());
+        assert_eq!(
+            map_file_text(&maps[&RouteMap::Host]),
+            "echo.testbed.local\t\t\techo.testbed.local\nother.testbed.local\t\t\tother.testbed.local\n"
+        );
+    }
+
+    #[test]
+    fn a_longer_prefix_path_gets_an_exact_row_and_a_slash_terminated_prefix_row() {
+        let maps = route_maps(&IngressSpec::new(3), &with_route("api.testbed.local", "/v1/"));
+        assert_eq!(
+            maps[&RouteMap::PathPrefixExact],
+            ["api.testbed.local/v1\t\t\tdefault_svc_ws-echo_http"]
+        );
+        assert!(
+            maps[&RouteMap::PathPrefix].contains(&"api.testbed.local/v1/\t\t\tdefault_svc_ws-echo_http".to_owned())
+        );
+    }
+
+    #[test]
+    fn map_updates_are_prepare_add_commit_on_the_map_file() {
+        let path = map_path(&context(), RouteMap::Host);
+        assert_eq!(prepare_map_command(&path), "prepare map /tmp/testbed-run/maps/host.map");
+        assert_eq!(parse_prepared_version("New version created: 7\n\n"), Some(7));
+        assert_eq!(parse_prepared_version("Unknown map identifier.\n"), None);
+        let rows = vec!["a.test\t\t\ta.test".to_owned(), "b.test\t\t\tb.test".to_owned()];
+        assert_eq!(
+            add_map_commands(7, &path, &rows),
+            ["add map @7 /tmp/testbed-run/maps/host.map <<\na.test\t\t\ta.test\nb.test\t\t\tb.test\n"]
+        );
+        assert_eq!(
+            commit_map_command(7, &path),
+            "commit map @7 /tmp/testbed-run/maps/host.map"
+        );
+    }
+
+    #[test]
+    fn a_large_map_is_sent_in_chunks_under_the_buffer_size() {
+        let rows: Vec<String> = (0..1000)
+            .map(|n| format!("host-{n}.testbed.local\t\t\thost-{n}.testbed.local"))
+            .collect();
+        let commands = add_map_commands(1, Path::new("/m/host.map"), &rows);
+        assert!(commands.len() > 1);
+        assert!(commands.iter().all(|c| c.len() < RUNTIME_BUFFER_SIZE + 64));
+        let sent: usize = commands.iter().map(|c| c.lines().count() - 1).sum();
+        assert_eq!(sent, rows.len());
+    }
+
+    #[test]
+    fn a_controller_change_moves_timeout_queue_and_nothing_else() {
+        let spec = IngressSpec::new(3);
+        let slots: Vec<_> = context().backends.pods.iter().copied().map(Some).collect();
+        let before = render(&spec, &context(), &slots).unwrap();
+        let after = render_with_changes(&spec, &context(), &slots, 2).unwrap();
+        check(&before, &["timeout queue 5s\n"]);
+        check(
+            &after,
+            &["# timeout-queue (ConfigMap), controller change 2\n  timeout queue 7s\n"],
+        );
+        let changed: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+        assert_eq!(
+            changed,
+            [
+                "  # timeout-queue (ConfigMap), controller change 2",
+                "  timeout queue 7s"
+            ]
         );
     }
 

@@ -5,8 +5,9 @@
 //! documentation/annotations.md, pkg/service/service.go); ConfigMap keys `timeout-client`,
 //! `timeout-server`, `timeout-tunnel` ([`timeouts`], the one translation both environments read),
 //! `hard-stop-after`, `proxy-protocol`.
-//! local: [`config`] writes haproxy.cfg as the controller does; [`driver`] fills server slots over
-//! the runtime API and reloads through the master CLI.
+//! local: [`config`] writes haproxy.cfg and the routing maps as the controller does; [`driver`]
+//! fills server slots and replaces map contents over the runtime API, and reloads through the
+//! master CLI for controller-wide changes.
 
 pub mod config;
 mod driver;
@@ -18,7 +19,7 @@ use model::{Affinity, Controller, IngressSpec, Unsupported};
 use serde_json::json;
 
 use self::timeouts::Scope;
-use super::{ControllerImpl, Driver};
+use super::{ControllerChange, ControllerImpl, Driver};
 use crate::render::kind::{
     ControllerInstall, ControllerSettings, HelmCommon, config_map_settings, drain_limit, duration_value,
 };
@@ -105,9 +106,24 @@ impl ControllerImpl for Haproxy {
         })
     }
 
+    /// `timeout-queue` in the ConfigMap: a `defaults` key, which the controller reloads for
+    /// (pkg/controller/global.go `defaultsCfg`: "Defaults config updated"); it logs
+    /// "HAProxy reloaded" once the reload succeeded (pkg/controller/controller.go `updateHAProxy`).
+    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+        let value = config::changed_queue_timeout(serial + 1);
+        ControllerChange::ConfigMap {
+            data: BTreeMap::from([(config::CHANGED_KEY.to_owned(), duration_value(value))]),
+            reloaded_log: "HAProxy reloaded",
+        }
+    }
+
     fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {
         let slots: Vec<_> = ctx.backends.pods.iter().copied().map(Some).collect();
-        Ok(vec![("haproxy.cfg", config::render(spec, ctx, &slots)?)])
+        let mut files = vec![("haproxy.cfg", config::render(spec, ctx, &slots)?)];
+        for (map, rows) in config::route_maps(spec, ctx) {
+            files.push((map.relative_path(), config::map_file_text(&rows)));
+        }
+        Ok(files)
     }
 
     fn driver(&self) -> Box<dyn Driver> {

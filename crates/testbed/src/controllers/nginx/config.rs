@@ -22,6 +22,21 @@ pub const DEFAULT_WORKER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(240);
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 /// ingress-nginx's `proxy-connect-timeout` default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// ingress-nginx's `keep-alive` default (internal/ingress/controller/config/config.go `KeepAlive`).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// The ConfigMap key `Deployment::apply_controller_change` changes: `keep-alive`, the http
+/// block's `keepalive_timeout` (rootfs/etc/nginx/template/nginx.tmpl). Any ConfigMap change
+/// changes the configuration's `BackendConfigChecksum`, which dynamic reconfiguration cannot
+/// apply, so the controller reloads (internal/ingress/controller/controller.go `syncIngress`,
+/// pkg/util/ingress/ingress.go `IsDynamicConfigurationEnough`). It bounds idle keep-alive
+/// connections between requests, so it does nothing to an established WebSocket itself.
+pub const CHANGED_KEY: &str = "keep-alive";
+
+/// `keep-alive` after `changes` controller changes: the default plus a second per change.
+pub fn changed_keep_alive(changes: u32) -> Duration {
+    DEFAULT_KEEP_ALIVE + Duration::from_secs(u64::from(changes))
+}
 
 /// The upstream name ingress-nginx gives a Service port: `<namespace>-<service>-<port>`.
 pub fn upstream_name() -> String {
@@ -30,6 +45,11 @@ pub fn upstream_name() -> String {
 
 /// Renders nginx.conf.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
+    render_with_changes(spec, ctx, 0)
+}
+
+/// [`render`] after `changes` controller changes ([`CHANGED_KEY`]).
+pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32) -> Result<String> {
     check(Controller::Nginx, EnvKind::Local, spec)?;
     let dir = ctx.runtime_dir.display();
     let upstream = upstream_name();
@@ -79,7 +99,14 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
         let _ = writeln!(w, "    {directive} {dir}/{sub};");
     }
     let _ = writeln!(w, "    access_log {dir}/access.log;");
-    let _ = writeln!(w, "    keepalive_timeout 75s;");
+    if changes > 0 {
+        let _ = writeln!(w, "    # {CHANGED_KEY} (ConfigMap), controller change {changes}");
+    }
+    let _ = writeln!(
+        w,
+        "    keepalive_timeout {};",
+        duration_value(changed_keep_alive(changes))
+    );
     let _ = writeln!(w, "    server_tokens off;");
     let _ = writeln!(w, "    # Upgrade handling, as in ingress-nginx's template.");
     let _ = writeln!(
@@ -221,6 +248,22 @@ mod tests {
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
         render(spec, ctx).expect("renders")
+    }
+
+    #[test]
+    fn a_controller_change_moves_keep_alive_and_nothing_else() {
+        let spec = IngressSpec::new(3);
+        let before = render_ok(&spec, &context());
+        let after = render_with_changes(&spec, &context(), 2).unwrap();
+        check(&before, &["    keepalive_timeout 75s;\n"]);
+        let changed: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+        assert_eq!(
+            changed,
+            [
+                "    # keep-alive (ConfigMap), controller change 2",
+                "    keepalive_timeout 77s;"
+            ]
+        );
     }
 
     #[test]

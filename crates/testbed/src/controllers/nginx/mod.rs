@@ -14,7 +14,7 @@ use std::time::Duration;
 use model::{Affinity, Controller, IngressSpec, Unsupported};
 use serde_json::json;
 
-use super::{ControllerImpl, Driver};
+use super::{ControllerChange, ControllerImpl, Driver};
 use crate::render::kind::{
     ControllerInstall, ControllerSettings, HelmCommon, config_map_settings, drain_limit, duration_value,
 };
@@ -118,6 +118,17 @@ impl ControllerImpl for Nginx {
                 "updateStrategy": common.one_node_rollout,
             }
         })
+    }
+
+    /// `keep-alive` (whole seconds) in the ConfigMap: the controller reloads for any ConfigMap
+    /// change (internal/ingress/controller/controller.go `syncIngress`) and logs "Backend
+    /// successfully reloaded" once it did.
+    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+        let value = config::changed_keep_alive(serial + 1).as_secs().to_string();
+        ControllerChange::ConfigMap {
+            data: BTreeMap::from([(config::CHANGED_KEY.to_owned(), value)]),
+            reloaded_log: "Backend successfully reloaded",
+        }
     }
 
     fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {

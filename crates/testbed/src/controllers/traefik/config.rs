@@ -21,8 +21,9 @@ use model::{Affinity, Controller, IngressSpec};
 pub const ENTRY_POINT: &str = "web";
 /// `lifeCycle.graceTimeOut` default.
 pub const DEFAULT_GRACE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lowered from Traefik's 2 s default so endpoint changes apply quickly in tests.
-pub const PROVIDERS_THROTTLE: &str = "200ms";
+/// Traefik's default, which the chart keeps: at most one new configuration from the providers
+/// every 2 s (traefik/traefik v3.6.13 cmd/configuration.go, `ProvidersThrottleDuration`).
+pub const PROVIDERS_THROTTLE: &str = "2s";
 /// The file (inside the watched directory) holding the dynamic configuration.
 pub const DYNAMIC_FILE: &str = "dynamic.yaml";
 /// Host of the harness-only router whose presence tells that dynamic
@@ -34,6 +35,19 @@ pub const GENERATION_DOMAIN: &str = "testbed-generation.internal";
 /// Traefik applied it. Harness instrumentation; the Ingress provider has no such router.
 pub fn generation_host(generation: u64) -> String {
     format!("generation-{generation}.{GENERATION_DOMAIN}")
+}
+
+/// The annotation `Deployment::apply_controller_change` sets on the deployment's Ingress.
+/// Traefik never reloads; its nearest equivalent of a controller reload is a dynamic-configuration
+/// change, which it applies in process by building new routers and switching entry points to them
+/// (traefik v3.6.13 pkg/server/server_entrypoint_tcp.go `SwitchRouter`). A router's priority
+/// (pkg/provider/kubernetes/ingress/kubernetes.go) is such a change that routes nothing
+/// differently: no other router matches the deployment's host.
+pub const CHANGED_ANNOTATION: &str = "traefik.ingress.kubernetes.io/router.priority";
+
+/// The router priority after `changes` controller changes (0: Traefik's default, from the rule).
+pub fn changed_priority(changes: u32) -> u32 {
+    changes
 }
 
 /// The service name the Ingress provider derives: `<namespace>-<service>-<port>`.
@@ -77,7 +91,7 @@ pub fn render_static(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
     Ok(format!(
         "# Rendered by testbed: Traefik's static configuration.\n\
          # Nothing leaves the machine: checkNewVersion and sendAnonymousUsage are false.\n\
-         # providersThrottleDuration is lowered from 2s to {PROVIDERS_THROTTLE} so tests see endpoint changes sooner.\n\
+         # providersThrottleDuration {PROVIDERS_THROTTLE}: Traefik's default, as the chart leaves it.\n\
          # The file provider stands in for the Kubernetes Ingress provider.\n{yaml}"
     ))
 }
@@ -85,19 +99,35 @@ pub fn render_static(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
 /// Renders the dynamic configuration: what the Ingress provider would build,
 /// with `pods` as the Service's ready endpoints.
 pub fn render_dynamic(spec: &IngressSpec, ctx: &LocalContext, pods: &[SocketAddr], generation: u64) -> Result<String> {
+    render_dynamic_with_changes(spec, ctx, pods, generation, 0)
+}
+
+/// [`render_dynamic`] after `changes` controller changes: the deployment's router carries
+/// [`CHANGED_ANNOTATION`]'s priority.
+pub fn render_dynamic_with_changes(
+    spec: &IngressSpec,
+    ctx: &LocalContext,
+    pods: &[SocketAddr],
+    generation: u64,
+    changes: u32,
+) -> Result<String> {
     check(Controller::Traefik, EnvKind::Local, spec)?;
     let service = service_name();
     let mut routers = Map::new();
     let mut routes = vec![(spec.host.clone(), spec.path.clone())];
     routes.extend(ctx.extra_routes.iter().map(|r| (r.host.clone(), r.path.clone())));
-    for (host, path) in &routes {
+    for (i, (host, path)) in routes.iter().enumerate() {
         let name = format!(
             "{}-{}-{}",
             crate::render::local::NAMESPACE,
             host.replace('.', "-"),
             slug(path)
         );
-        routers.insert(name, router(host, path, &service, ctx.tls.is_some()));
+        let mut r = router(host, path, &service, ctx.tls.is_some());
+        if i == 0 && changes > 0 {
+            r["priority"] = json!(changed_priority(changes));
+        }
+        routers.insert(name, r);
     }
     routers.insert(
         "testbed-generation".into(),
@@ -191,6 +221,17 @@ mod tests {
     }
 
     #[test]
+    fn a_controller_change_sets_the_deployment_routers_priority_only() {
+        let spec = IngressSpec::new(3);
+        let ctx = context();
+        let before = render_dynamic(&spec, &ctx, &ctx.backends.pods, 7).unwrap();
+        let after = render_dynamic_with_changes(&spec, &ctx, &ctx.backends.pods, 7, 2).unwrap();
+        check_absent(&before, &["priority"]);
+        let changed: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+        assert_eq!(changed, ["      priority: 2"], "{after}");
+    }
+
+    #[test]
     fn nothing_leaves_the_machine() {
         let conf = statics(&IngressSpec::new(3));
         check(&conf, &["checkNewVersion: false", "sendAnonymousUsage: false"]);
@@ -206,7 +247,7 @@ mod tests {
                 "address: 127.0.0.1:18000",
                 "directory: /tmp/testbed-run/dynamic",
                 "watch: true",
-                "providersThrottleDuration: 200ms",
+                "providersThrottleDuration: 2s",
                 "graceTimeOut: 10s",
             ],
         );

@@ -1,11 +1,13 @@
 //! Traefik driven locally: one process, a static file and a watched dynamic file.
 //!
 //! Traefik never reloads: endpoint and configuration changes are a new dynamic file, applied in
-//! process; existing connections stay. Each write carries a generation whose marker router
-//! answers once Traefik applied it.
+//! process (traefik v3.6.13 pkg/server/server_entrypoint_tcp.go `SwitchRouter`); existing
+//! connections stay. Each write carries a generation whose marker router answers once Traefik
+//! applied it.
 
 use std::ffi::OsString;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,12 +25,15 @@ use crate::render::local::LocalContext;
 pub(super) struct TraefikDriver {
     /// Generation of the dynamic configuration last written.
     generation: Mutex<u64>,
+    /// Controller-wide changes made so far ([`config::CHANGED_ANNOTATION`]).
+    changes: AtomicU32,
 }
 
 impl Default for TraefikDriver {
     fn default() -> Self {
         TraefikDriver {
             generation: Mutex::new(1),
+            changes: AtomicU32::new(0),
         }
     }
 }
@@ -41,7 +46,8 @@ impl TraefikDriver {
     }
 
     fn write_dynamic(&self, spec: &IngressSpec, ctx: &LocalContext, generation: u64) -> Result<()> {
-        let text = config::render_dynamic(spec, ctx, &ctx.backends.pods, generation)?;
+        let changes = self.changes.load(Ordering::SeqCst);
+        let text = config::render_dynamic_with_changes(spec, ctx, &ctx.backends.pods, generation, changes)?;
         let dir = config::dynamic_dir(ctx);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         // Written beside the watched directory, then renamed in: Traefik never reads half a file.
@@ -110,6 +116,19 @@ impl Driver for TraefikDriver {
         _pid: u32,
         probe: &ProbeOptions,
     ) -> Result<()> {
+        self.push(spec, ctx, probe).await
+    }
+
+    /// Traefik's nearest equivalent of a reload: a new router priority in the dynamic
+    /// configuration, applied in process.
+    async fn apply_controller_change(
+        &self,
+        spec: &IngressSpec,
+        ctx: &LocalContext,
+        _pid: u32,
+        probe: &ProbeOptions,
+    ) -> Result<()> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.push(spec, ctx, probe).await
     }
 

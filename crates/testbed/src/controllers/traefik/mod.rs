@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use model::{Affinity, Controller, IngressSpec, Unsupported};
 use serde_json::json;
 
-use super::{ControllerImpl, Driver};
+use super::{ControllerChange, ControllerImpl, Driver};
 use crate::render::kind::{ControllerInstall, ControllerSettings, HelmCommon, drain_limit, duration_value};
 use crate::render::local::LocalContext;
 
@@ -124,6 +124,20 @@ impl ControllerImpl for Traefik {
                 format!("--entryPoints.websecure.transport.lifeCycle.graceTimeOut={drain}"),
             ],
         })
+    }
+
+    /// Traefik never reloads. Its nearest equivalent is a dynamic-configuration change, applied in
+    /// process: the deployment's router priority ([`config::CHANGED_ANNOTATION`]). Nothing is
+    /// logged at the chart's log level; the provider pushes a change at once and then at most one
+    /// per `providersThrottleDuration` (2 s: cmd/configuration.go); the environment waits for a
+    /// marker route that rides in the same Ingress update.
+    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+        ControllerChange::IngressAnnotations {
+            annotations: BTreeMap::from([(
+                config::CHANGED_ANNOTATION.to_owned(),
+                config::changed_priority(serial + 1).to_string(),
+            )]),
+        }
     }
 
     fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {

@@ -36,7 +36,7 @@ pub struct LocalContext {
     /// Present when the spec asks for TLS.
     pub tls: Option<TlsPaths>,
     /// Unrelated Ingress rules (other hosts) routed to the same Service: what
-    /// `apply_unrelated_change` adds to provoke a reload.
+    /// `apply_unrelated_change` adds (a new Ingress for the same Service).
     pub extra_routes: Vec<ExtraRoute>,
 }
 
