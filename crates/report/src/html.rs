@@ -78,18 +78,13 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
             match report.get(&behaviour, c) {
                 None => out.push_str("<td>—</td>"),
                 Some(r) => {
-                    let caveat = if r.shown_caveat().is_some() {
-                        " <span class=\"caveat\" title=\"caveat\">⚠</span>"
-                    } else {
-                        ""
-                    };
                     let modelled = r.modelled_mark();
                     let _ = write!(
                         out,
-                        "<td class=\"{}\" title=\"{}\">{}{caveat}{modelled}<br><small>{}</small></td>",
+                        "<td class=\"{}\" title=\"{}\">{}{modelled}<br><small>{}</small></td>",
                         r.outcome.as_str(),
-                        esc(&r.fidelity_text()),
-                        r.outcome.as_str(),
+                        esc(&format!("{}; {}", r.outcome.as_str(), r.fidelity_text())),
+                        r.verdict(),
                         esc(r.key_figure.as_deref().unwrap_or(""))
                     );
                 }

@@ -24,14 +24,14 @@ pub fn matrix(report: &Report) -> String {
                 None => "—".to_owned(),
                 Some(r) => {
                     let mark = match r.outcome {
-                        Outcome::Fail => format!("**{}**", r.outcome.label()),
-                        other => other.label().to_owned(),
+                        Outcome::Fail => format!("**{}**", r.verdict()),
+                        Outcome::NotSupported if r.shown_caveat().is_some() => "⚠ not supported".to_owned(),
+                        _ => r.verdict().to_owned(),
                     };
-                    let caveat = if r.shown_caveat().is_some() { " ⚠" } else { "" };
                     let modelled = r.modelled_mark();
                     match &r.key_figure {
-                        Some(fig) => format!("{mark}{caveat}{modelled} · {}", escape(fig)),
-                        None => format!("{mark}{caveat}{modelled}"),
+                        Some(fig) => format!("{mark}{modelled} · {}", escape(fig)),
+                        None => format!("{mark}{modelled}"),
                     }
                 }
             };
@@ -79,7 +79,7 @@ pub fn render(report: &Report) -> String {
              (`endpoint_removal_lag`): a preStop at least this long keeps every new connection off a pod \
              that stopped listening.\n\n| controller | lag p50 | lag max | preStop ≥ | fidelity |\n|---|---:|---:|---:|---|"
         );
-        for (r, p50, max, need) in prestop {
+        for (r, p50, max, need) in &prestop {
             let _ = writeln!(
                 out,
                 "| {} | {p50:.0} ms | {max:.0} ms | {:.1} s | {} |",
@@ -89,10 +89,17 @@ pub fn render(report: &Report) -> String {
             );
         }
         out.push('\n');
+        // A modelled figure is not the controller's own: say beside it how it differs.
+        for (r, ..) in prestop.iter().filter(|(r, ..)| r.fidelity.note.is_some()) {
+            let _ = writeln!(out, "- {}: {}", r.controller, escape(&r.fidelity_text()));
+        }
+        out.push('\n');
     }
     let _ = writeln!(
         out,
-        "## Matrix\n\n⚠ marks a caveat: the real behaviour, recorded as expected, is not what users want. \
+        "## Matrix\n\n✓ is what users want. ⚠ marks a caveat: the controller behaves as its profile says, \
+         but that is not what users want (the Caveats section names the knob). ✗ marks a measurement \
+         that contradicts the profile. \
          ≈ marks a local figure from a modelled mechanism: the details say how it differs from the \
          controller's own.\n"
     );
@@ -219,7 +226,7 @@ mod tests {
         let md = render(&report);
         assert!(md.contains("| behaviour | nginx | traefik | haproxy |"), "{md}");
         assert!(
-            md.contains("| `idle` | pass · 3.0 s | **FAIL** · 3.0 s | pass ⚠ · 3.0 s |"),
+            md.contains("| `idle` | ✓ · 3.0 s | **✗** · 3.0 s | ⚠ · 3.0 s |"),
             "{md}"
         );
         assert!(md.contains("Knob: `timeout tunnel`"), "{md}");
@@ -285,7 +292,7 @@ mod tests {
             results: vec![modelled, faithful],
         };
         let md = render(&report);
-        assert!(md.contains("| `idle` | pass ≈ · 3.0 s | pass · 3.0 s |"), "{md}");
+        assert!(md.contains("| `idle` | ✓ ≈ · 3.0 s | ✓ · 3.0 s |"), "{md}");
         assert!(
             md.contains(
                 "modelled: endpoints through DNS instead of the Lua balancer (https://example.invalid/balancer.lua)"
@@ -318,7 +325,7 @@ mod tests {
             results: vec![local_only, unsupported],
         };
         let md = render(&report);
-        assert!(md.contains("| `client_ip` | n/a here | not supported ⚠ |"), "{md}");
+        assert!(md.contains("| `client_ip` | n/a here | ⚠ not supported |"), "{md}");
         assert!(md.contains("not supported: Traefik cannot express"), "{md}");
         assert!(md.contains("n/a here: needs kube-proxy"), "{md}");
         assert!(

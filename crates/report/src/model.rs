@@ -190,6 +190,19 @@ impl BehaviourResult {
         self.caveat.as_ref().filter(|_| self.outcome != Outcome::NotApplicable)
     }
 
+    /// The matrix cell's verdict for users: ✓ (what users want), ⚠ (the controller does what its
+    /// profile says, but that is not what users want: the caveat names the knob), ✗ (the
+    /// measurement contradicts the profile), or why nothing was measured.
+    pub fn verdict(&self) -> &'static str {
+        match (self.outcome, self.shown_caveat().is_some()) {
+            (Outcome::Fail, _) => "✗",
+            (Outcome::Pass, false) => "✓",
+            (Outcome::Pass, true) | (Outcome::NotSupported, true) => "⚠",
+            (Outcome::NotSupported, false) => "not supported",
+            (Outcome::NotApplicable, _) => "n/a here",
+        }
+    }
+
     /// The mark a matrix cell carries for a local figure from a modelled mechanism.
     pub fn modelled_mark(&self) -> &'static str {
         if self.fidelity.level == FidelityLevel::Modelled && self.outcome != Outcome::NotApplicable {
