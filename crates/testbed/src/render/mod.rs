@@ -29,13 +29,10 @@ pub fn ws_echo_config(spec: &IngressSpec, listen: SocketAddr) -> ws_echo::Config
 }
 
 /// A duration as every data plane and controller setting here reads it (nginx, HAProxy, Go's
-/// time.ParseDuration): whole seconds as `3s`, else milliseconds (`1500ms`).
+/// time.ParseDuration) and as ws-echo's flags spell it: whole seconds as `3s`, else milliseconds
+/// (`1500ms`). One formatter for both: `ws_echo::config::duration_arg`.
 pub fn duration_value(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    ws_echo::config::duration_arg(d)
 }
 
 #[cfg(test)]
