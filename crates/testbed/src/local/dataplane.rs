@@ -28,6 +28,17 @@ pub struct DataPlaneProcesses {
     pub workers: Vec<u32>,
 }
 
+/// What changed for the data plane; its controller decides how it gets there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// The ready endpoints (never a reload).
+    Endpoints,
+    /// A new route (another Ingress for the same Service).
+    Route,
+    /// A controller-wide change (a reload, where the controller reloads).
+    Controller,
+}
+
 /// One data-plane process and the driver that configures it as its controller does.
 #[derive(Debug)]
 pub(crate) struct DataPlane {
@@ -130,51 +141,23 @@ impl DataPlane {
         ctx
     }
 
-    /// Gives the data plane the new endpoint set the way its controller does (no reload) and
-    /// returns once it has them.
-    pub async fn set_endpoints(
+    /// Hands `change` to the driver, which applies it the way the controller does, for the
+    /// current endpoints and extra routes; returns once the data plane has it.
+    pub async fn apply(
         &self,
+        change: Change,
         spec: &IngressSpec,
         endpoints: &[SocketAddr],
         extra: &[ExtraRoute],
         probe: &ProbeOptions,
     ) -> Result<()> {
         let ctx = self.context(endpoints, extra);
-        self.driver
-            .set_endpoints(spec, &ctx, probe)
-            .await
-            .map_err(|e| self.with_log(e))
-    }
-
-    /// A configuration change (a new route): what the controller does with one.
-    pub async fn apply_config(
-        &self,
-        spec: &IngressSpec,
-        endpoints: &[SocketAddr],
-        extra: &[ExtraRoute],
-        probe: &ProbeOptions,
-    ) -> Result<()> {
-        let ctx = self.context(endpoints, extra);
-        self.driver
-            .apply_config(spec, &ctx, self.pid, probe)
-            .await
-            .map_err(|e| self.with_log(e))
-    }
-
-    /// The next controller-wide change: what the controller does with one (a reload, where it
-    /// reloads).
-    pub async fn apply_controller_change(
-        &self,
-        spec: &IngressSpec,
-        endpoints: &[SocketAddr],
-        extra: &[ExtraRoute],
-        probe: &ProbeOptions,
-    ) -> Result<()> {
-        let ctx = self.context(endpoints, extra);
-        self.driver
-            .apply_controller_change(spec, &ctx, self.pid, probe)
-            .await
-            .map_err(|e| self.with_log(e))
+        let applied = match change {
+            Change::Endpoints => self.driver.set_endpoints(spec, &ctx, probe).await,
+            Change::Route => self.driver.apply_config(spec, &ctx, self.pid, probe).await,
+            Change::Controller => self.driver.apply_controller_change(spec, &ctx, self.pid, probe).await,
+        };
+        applied.map_err(|e| self.with_log(e))
     }
 
     /// A not-ready error from a driver, with this data plane's log.

@@ -28,8 +28,8 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use self::dataplane::DataPlane;
 pub use self::dataplane::DataPlaneProcesses;
+use self::dataplane::{Change, DataPlane};
 pub use self::dns::DnsResponder;
 use self::pod::PodProcess;
 use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
@@ -224,7 +224,7 @@ impl Inner {
         let endpoints = self.endpoints();
         let extra = self.state().extra_routes.clone();
         self.data_plane
-            .set_endpoints(&self.spec, &endpoints, &extra, &self.client)
+            .apply(Change::Endpoints, &self.spec, &endpoints, &extra, &self.client)
             .await
     }
 
@@ -649,7 +649,7 @@ impl Deployment for LocalDeployment {
         let inner = &self.inner;
         inner
             .data_plane
-            .apply_config(&inner.spec, &endpoints, &extra, &inner.client)
+            .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
             .await?;
         // The change is applied once the new route answers.
         let scheme = if inner.client.is_tls() { "https" } else { "http" };
@@ -672,7 +672,7 @@ impl Deployment for LocalDeployment {
                 tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
                 if let Err(e) = inner
                     .data_plane
-                    .apply_config(&inner.spec, &endpoints, &extra, &inner.client)
+                    .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
                     .await
                 {
                     return Check::NotYet(e.to_string());
@@ -701,7 +701,7 @@ impl Deployment for LocalDeployment {
         let extra = inner.state().extra_routes.clone();
         inner
             .data_plane
-            .apply_controller_change(&inner.spec, &endpoints, &extra, &inner.client)
+            .apply(Change::Controller, &inner.spec, &endpoints, &extra, &inner.client)
             .await?;
         Ok(())
     }
