@@ -5,7 +5,7 @@
 //! [`Timeline`] serializes into the report. The helpers in [`helpers`] are the
 //! patterns behaviour tests repeat: hold idle, echo loops, reconnect with
 //! backoff, open continuously during a rollout; [`http`] speaks plain HTTP/1.1
-//! over the same dial options. [`load`] is the load generator (`ws-load`,
+//! over the same dial options. [`load`] is the load generator (`testbed load`,
 //! `cargo xtask bench`); [`tls`] the testbed CA the probe and the environments share.
 //!
 //! No kube here: this crate is what bench and the load generator build on.
