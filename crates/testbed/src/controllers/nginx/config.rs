@@ -132,7 +132,10 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
         w,
         "    # The balancer: ingress-nginx's Lua (balancer.lua) as njs. `backends` holds the POSTed list and"
     );
-    let _ = writeln!(w, "    # each worker's copy; `sync` the versions and round-robin counters.");
+    let _ = writeln!(
+        w,
+        "    # each worker's copy; `sync` the versions and round-robin counters."
+    );
     let _ = writeln!(w, "    js_path {dir};");
     let _ = writeln!(w, "    js_import ingress from {SCRIPT_FILE};");
     let _ = writeln!(w, "    js_shared_dict_zone zone=backends:1m type=string;");
@@ -172,7 +175,10 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
     match &spec.affinity {
         Affinity::None => {}
         Affinity::ClientIp => {
-            let _ = writeln!(w, "    # upstream-hash-by: \"$remote_addr\" (chash, from the POSTed backend)");
+            let _ = writeln!(
+                w,
+                "    # upstream-hash-by: \"$remote_addr\" (chash, from the POSTed backend)"
+            );
         }
         Affinity::Cookie(cookie) => {
             let _ = writeln!(
@@ -219,7 +225,10 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
             let _ = writeln!(w, "            set $location_path \"{path}\";");
             let peer = peer_variable(attempt);
             if attempt == 0 {
-                let _ = writeln!(w, "            # No endpoint in this worker's view: ingress-nginx answers 503.");
+                let _ = writeln!(
+                    w,
+                    "            # No endpoint in this worker's view: ingress-nginx answers 503."
+                );
                 let _ = writeln!(
                     w,
                     "            if (${peer} = \"\") {{\n                return 503;\n            }}"
@@ -295,8 +304,8 @@ fn write_tls(w: &mut String, ctx: &LocalContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::local::ExtraRoute;
     use crate::render::local::test_support::{check, check_absent, context, with_tls};
-    use crate::render::local::{Backends, ExtraRoute};
     use model::CookieAffinity;
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
@@ -425,14 +434,25 @@ mod tests {
                 "proxy_pass http://$upstream_peer;",
             ],
         );
-        check_absent(&conf, &["resolver", "resolve;", "server 127.0.1.1:18080;", "upstream default-ws-echo-80 {"]);
+        check_absent(
+            &conf,
+            &[
+                "resolver",
+                "resolve;",
+                "server 127.0.1.1:18080;",
+                "upstream default-ws-echo-80 {",
+            ],
+        );
     }
 
     #[test]
     fn the_script_serves_the_store_and_the_balancer_the_config_names() {
         for function in ["configureBackends", "workers", "syncBackends", "upstreamPeer"] {
             check(SCRIPT, &[&format!("function {function}(")]);
-            let export = SCRIPT.lines().find(|l| l.starts_with("export default")).unwrap_or_default();
+            let export = SCRIPT
+                .lines()
+                .find(|l| l.starts_with("export default"))
+                .unwrap_or_default();
             assert!(export.contains(function), "{function} is not exported: {export}");
         }
     }

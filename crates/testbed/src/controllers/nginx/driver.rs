@@ -72,11 +72,13 @@ pub fn backends_json(spec: &IngressSpec, pods: &[SocketAddr]) -> Value {
     match &spec.affinity {
         Affinity::None => {}
         Affinity::Cookie(cookie) => {
-            let mut c = json!({"name": if cookie.name.is_empty() { DEFAULT_COOKIE_NAME } else { cookie.name.as_str() }});
+            let mut c =
+                json!({"name": if cookie.name.is_empty() { DEFAULT_COOKIE_NAME } else { cookie.name.as_str() }});
             if let Some(age) = cookie.max_age_secs {
                 c["maxage"] = json!(age.to_string());
             }
-            backend["sessionAffinityConfig"] = json!({"name": "cookie", "mode": "persistent", "cookieSessionAffinity": c});
+            backend["sessionAffinityConfig"] =
+                json!({"name": "cookie", "mode": "persistent", "cookieSessionAffinity": c});
         }
         Affinity::ClientIp => {
             backend["upstreamHashByConfig"] = json!({"upstream-hash-by": "$remote_addr"});
@@ -287,7 +289,10 @@ mod tests {
         let pods = [SocketAddr::from(([127, 0, 1, 1], 18080))];
         let plain = backends_json(&IngressSpec::new(1), &pods);
         assert_eq!(plain[0]["name"], "default-ws-echo-80");
-        assert_eq!(plain[0]["endpoints"][0], json!({"address": "127.0.1.1", "port": "18080"}));
+        assert_eq!(
+            plain[0]["endpoints"][0],
+            json!({"address": "127.0.1.1", "port": "18080"})
+        );
         let ip = backends_json(&IngressSpec::new(1).with_affinity(Affinity::ClientIp), &pods);
         assert_eq!(ip[0]["upstreamHashByConfig"]["upstream-hash-by"], "$remote_addr");
         let cookie = IngressSpec::new(1).with_affinity(Affinity::Cookie(model::CookieAffinity {
@@ -297,7 +302,10 @@ mod tests {
         let c = backends_json(&cookie, &pods);
         assert_eq!(c[0]["sessionAffinityConfig"]["name"], "cookie");
         assert_eq!(c[0]["sessionAffinityConfig"]["mode"], "persistent");
-        assert_eq!(c[0]["sessionAffinityConfig"]["cookieSessionAffinity"]["name"], "SESSION");
+        assert_eq!(
+            c[0]["sessionAffinityConfig"]["cookieSessionAffinity"]["name"],
+            "SESSION"
+        );
         assert_eq!(c[0]["sessionAffinityConfig"]["cookieSessionAffinity"]["maxage"], "600");
     }
 }
