@@ -74,8 +74,8 @@ pub trait ControllerImpl: Send + Sync + fmt::Debug {
 /// A local data plane, driven the way its controller drives it.
 #[async_trait]
 pub trait Driver: Send + Sync + fmt::Debug {
-    /// Starts what the data plane needs besides itself and completes the context (nginx's DNS
-    /// responder for the Service name). `endpoints` are the ready pods at start.
+    /// Starts or reserves what the data plane needs besides itself and completes the context
+    /// (nginx's backend store listener). `endpoints` are the ready pods at start.
     async fn prepare(&mut self, ctx: &mut LocalContext, endpoints: &[SocketAddr]) -> Result<()> {
         let _ = (ctx, endpoints);
         Ok(())
@@ -86,6 +86,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
     fn write_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<()>;
     /// What must hold, besides its listener, before it takes traffic and changes.
     fn ready(&self, ctx: &LocalContext) -> Vec<WaitFor>;
+    /// Once it is ready: what its controller does at start besides (nginx: the first POST of the
+    /// endpoints, waiting until every worker took them). `ctx` holds the ready pods.
+    async fn started(&self, spec: &IngressSpec, ctx: &LocalContext, pid: u32) -> Result<()> {
+        let _ = (spec, ctx, pid);
+        Ok(())
+    }
     /// Gives it a new endpoint set the way its controller does (never a reload) and returns once
     /// it has them. `probe` dials the data plane as a client of this deployment.
     async fn set_endpoints(&self, spec: &IngressSpec, ctx: &LocalContext, probe: &ProbeOptions) -> Result<()>;

@@ -45,7 +45,7 @@ pub(crate) struct DataPlane {
     controller: Controller,
     binary: PathBuf,
     driver: Box<dyn Driver>,
-    /// Listener, runtime dir, TLS, resolver; pods and extra routes are filled per render.
+    /// Listener, runtime dir, TLS, nginx's backend store; pods and extra routes are filled per render.
     base: LocalContext,
     child: Mutex<Option<Child>>,
     pid: u32,
@@ -74,7 +74,7 @@ impl DataPlane {
             runtime_dir: dir.to_owned(),
             backends: Backends {
                 pods: Vec::new(),
-                resolver: None,
+                store: None,
             },
             tls: tls.map(TlsPaths::from),
             extra_routes: Vec::new(),
@@ -115,6 +115,11 @@ impl DataPlane {
         for condition in conditions {
             dp.wait(&condition).await?;
         }
+        let ctx = dp.context(endpoints, &[]);
+        dp.driver
+            .started(spec, &ctx, dp.pid)
+            .await
+            .map_err(|e| dp.with_log(e))?;
         Ok(dp)
     }
 

@@ -4,15 +4,14 @@
 //! rendered configuration, pid files, sockets and logs. Pods are ws-echo
 //! processes on their own loopback address (127.0.1.N, one port shared by the
 //! deployment). Endpoint changes reach the data plane the way the controllers
-//! do it, without a reload: nginx re-resolves the Service name through an
-//! embedded DNS responder, HAProxy's server slots are set over the runtime
+//! do it, without a reload: nginx's backend store takes a POST of the
+//! backends (its workers pick them up within 1 s), HAProxy's server slots are set over the runtime
 //! API, Traefik's dynamic file is rewritten. A new route re-renders and
 //! reloads nginx (SIGHUP), replaces HAProxy's routing maps over the runtime
 //! API and rewrites Traefik's dynamic file; a controller-wide change reloads
 //! nginx and HAProxy (its master CLI) and rewrites Traefik's dynamic file.
 
 mod dataplane;
-mod dns;
 mod pod;
 pub(crate) mod process;
 pub(crate) mod runtime_api;
@@ -30,7 +29,6 @@ use tokio::task::AbortHandle;
 
 pub use self::dataplane::DataPlaneProcesses;
 use self::dataplane::{Change, DataPlane};
-pub use self::dns::DnsResponder;
 use self::pod::PodProcess;
 use crate::env::{Deployment, EnvError, Environment, Pod, Termination, TerminationRecord, Versions, keep_requested};
 use crate::ready::{self, Check};
@@ -79,6 +77,8 @@ pub enum LocalError {
         wait: crate::ready::NotReady,
         log_tail: String,
     },
+    #[error("nginx's backend store refused {request}: {answer}")]
+    BackendStore { request: String, answer: String },
     #[error("HAProxy runtime API command {command:?} was refused: {answer}")]
     RuntimeApi { command: String, answer: String },
     #[error("signalling {what}")]

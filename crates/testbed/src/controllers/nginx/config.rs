@@ -1,11 +1,13 @@
 //! nginx.conf as ingress-nginx generates it from its template, for open-source nginx.
 //!
-//! ingress-nginx balances in Lua (`balancer_by_lua`) and keeps endpoints in
-//! Lua shared memory, so endpoint changes never reload nginx. Open-source
-//! nginx (no Lua in the pinned build) gets the same property from an upstream
-//! with a shared `zone` and `server <service name> resolve`, answered by the
-//! harness's DNS responder. Cookie affinity (Lua in ingress-nginx) is
-//! emulated with a hash over the cookie value, and the cookie is
+//! ingress-nginx balances in Lua and keeps endpoints in Lua shared memory: the controller POSTs
+//! the backends to `/configuration/backends` on an internal listener (internal/ingress/controller/
+//! nginx.go `configureBackends`), and every worker copies them into its own balancers on a 1 s
+//! timer (rootfs/etc/nginx/lua/balancer.lua `BACKENDS_SYNC_INTERVAL`), so endpoint changes never
+//! reload nginx. The pinned nginx has njs instead of Lua; [`SCRIPT`] does the same in njs: a
+//! `js_content` store in a `js_shared_dict_zone`, a `js_periodic` copy per worker every second,
+//! and `js_set $upstream_peer` choosing the endpoint per request (round robin, the sticky cookie
+//! of sticky_persistent.lua, or chash.lua's ring for `upstream-hash-by`). The sticky cookie is
 //! set on the first response (the 101 too, hence `always`).
 
 use std::fmt::Write as _;
@@ -42,6 +44,11 @@ pub fn changed_keep_alive(changes: u32) -> Duration {
 pub fn upstream_name() -> String {
     format!("{}-{SERVICE}-{SERVICE_PORT}", crate::render::local::NAMESPACE)
 }
+
+/// The njs balancer and backend store ([`SCRIPT_FILE`] in the runtime directory).
+pub const SCRIPT: &str = include_str!("ingress.js");
+/// Its file name, beside nginx.conf.
+pub const SCRIPT_FILE: &str = "ingress.js";
 
 /// Renders nginx.conf.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
@@ -121,59 +128,66 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
         let _ = writeln!(w, "    real_ip_header proxy_protocol;");
         let _ = writeln!(w, "    set_real_ip_from 0.0.0.0/0;");
     }
-    if let Some(r) = &ctx.backends.resolver {
+    let _ = writeln!(
+        w,
+        "    # The balancer: ingress-nginx's Lua (balancer.lua) as njs. `backends` holds the POSTed list and"
+    );
+    let _ = writeln!(
+        w,
+        "    # each worker's copy; `sync` the versions and round-robin counters."
+    );
+    let _ = writeln!(w, "    js_path {dir};");
+    let _ = writeln!(w, "    js_import ingress from {SCRIPT_FILE};");
+    let _ = writeln!(w, "    js_shared_dict_zone zone=backends:1m type=string;");
+    let _ = writeln!(w, "    js_shared_dict_zone zone=sync:64k type=number;");
+    for attempt in 0..NEXT_UPSTREAM_TRIES {
+        let _ = writeln!(w, "    js_set ${} ingress.upstreamPeer;", peer_variable(attempt));
+    }
+    let _ = writeln!(w, "    js_var $affinity_cookie;");
+    if let Some(store) = ctx.backends.store {
         let _ = writeln!(
             w,
-            "    # Endpoints come from DNS (the harness's responder), re-resolved every {}s without a reload.",
-            r.valid_secs
+            "    # The controller's internal listener: POST /configuration/backends (no reload)."
         );
-        let _ = writeln!(w, "    resolver {} valid={}s ipv6=off;", r.server, r.valid_secs);
-        let _ = writeln!(w, "    resolver_timeout 2s;");
+        let _ = writeln!(w, "    server {{");
+        let _ = writeln!(w, "        listen {store};");
+        let _ = writeln!(w, "        client_max_body_size 8m;");
+        let _ = writeln!(w, "        client_body_buffer_size 8m;");
+        let _ = writeln!(
+            w,
+            "        location = /configuration/backends {{\n            js_content ingress.configureBackends;\n        }}"
+        );
+        let _ = writeln!(
+            w,
+            "        location = /configuration/workers {{\n            js_content ingress.workers;\n        }}"
+        );
+        let _ = writeln!(
+            w,
+            "        # balancer.lua: ngx.timer.every(BACKENDS_SYNC_INTERVAL = 1, sync_backends) in every worker."
+        );
+        let _ = writeln!(
+            w,
+            "        location @sync {{\n            js_periodic ingress.syncBackends interval=1s worker_affinity=all;\n        }}"
+        );
+        let _ = writeln!(w, "        location / {{\n            return 404;\n        }}");
+        let _ = writeln!(w, "    }}");
     }
-    let key = match &spec.affinity {
-        Affinity::None => None,
+    match &spec.affinity {
+        Affinity::None => {}
         Affinity::ClientIp => {
-            let _ = writeln!(w, "    # upstream-hash-by: \"$remote_addr\"");
-            Some("$remote_addr".to_owned())
+            let _ = writeln!(
+                w,
+                "    # upstream-hash-by: \"$remote_addr\" (chash, from the POSTed backend)"
+            );
         }
         Affinity::Cookie(cookie) => {
-            let name = &cookie.name;
-            let mut attrs = String::from("Path=/; HttpOnly");
-            if let Some(age) = cookie.max_age_secs {
-                let _ = write!(attrs, "; Max-Age={age}");
-            }
-            let _ = writeln!(w, "    # affinity: cookie, session-cookie-name: {name}");
             let _ = writeln!(
                 w,
-                "    map $cookie_{name} $affinity_key {{\n        '' $request_id;\n        default $cookie_{name};\n    }}"
+                "    # affinity: cookie, affinity-mode: persistent, session-cookie-name: {} (from the POSTed backend)",
+                cookie.name
             );
-            let _ = writeln!(
-                w,
-                "    map $cookie_{name} $affinity_set_cookie {{\n        '' \"{name}=$request_id; {attrs}\";\n        default '';\n    }}"
-            );
-            Some("$affinity_key".to_owned())
-        }
-    };
-    let _ = writeln!(w, "    upstream {upstream} {{");
-    let _ = writeln!(w, "        zone {upstream} 256k;");
-    if let Some(key) = &key {
-        // ingress-nginx hashes consistently in Lua. nginx's own `consistent`
-        // ring is built from server *names*, and every peer resolved from one
-        // `resolve` name shares it, so the ring could not tell pods apart.
-        // Plain `hash` picks by peer and pins the same while endpoints are stable.
-        let _ = writeln!(w, "        hash {key};");
-    }
-    match &ctx.backends.resolver {
-        Some(r) => {
-            let _ = writeln!(w, "        server {}:{} resolve;", r.name, r.port);
-        }
-        None => {
-            for pod in &ctx.backends.pods {
-                let _ = writeln!(w, "        server {pod};");
-            }
         }
     }
-    let _ = writeln!(w, "    }}");
 
     let ssl = if ctx.tls.is_some() { " ssl" } else { "" };
     let proxy = if spec.proxy_protocol { " proxy_protocol" } else { "" };
@@ -196,39 +210,87 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
         let _ = writeln!(w, "        server_name {host};");
         let _ = writeln!(w, "        listen {}{ssl}{proxy};", ctx.listen);
         write_tls(w, ctx);
-        let _ = writeln!(w, "        location {path} {{");
-        if main && let Affinity::Cookie(_) = &spec.affinity {
-            let _ = writeln!(w, "            add_header Set-Cookie $affinity_set_cookie always;");
+        let cookie = main && matches!(spec.affinity, Affinity::Cookie(_));
+        // `proxy_next_upstream error timeout; proxy_next_upstream_tries 3` with balancer.lua's
+        // `set_more_tries(1)`: each failed try asks the balancer again. Without an upstream block
+        // nginx cannot retry itself, so a failed try (502/504 from nginx, not from the pod) goes to
+        // a named location that asks the balancer for the next peer.
+        for attempt in 0..NEXT_UPSTREAM_TRIES {
+            if attempt == 0 {
+                let _ = writeln!(w, "        location {path} {{");
+            } else {
+                let _ = writeln!(w, "        location @next_upstream_{attempt} {{");
+            }
+            let _ = writeln!(w, "            set $proxy_upstream_name \"{upstream}\";");
+            let _ = writeln!(w, "            set $location_path \"{path}\";");
+            let peer = peer_variable(attempt);
+            if attempt == 0 {
+                let _ = writeln!(
+                    w,
+                    "            # No endpoint in this worker's view: ingress-nginx answers 503."
+                );
+                let _ = writeln!(
+                    w,
+                    "            if (${peer} = \"\") {{\n                return 503;\n            }}"
+                );
+            }
+            if attempt + 1 < NEXT_UPSTREAM_TRIES {
+                let _ = writeln!(w, "            recursive_error_pages on;");
+                let _ = writeln!(w, "            error_page 502 504 = @next_upstream_{};", attempt + 1);
+            }
+            if cookie {
+                let _ = writeln!(w, "            add_header Set-Cookie $affinity_cookie always;");
+            }
+            write_proxy(w, read, send, &peer);
+            let _ = writeln!(w, "        }}");
         }
-        let _ = writeln!(w, "            proxy_set_header Host $host;");
-        let _ = writeln!(w, "            proxy_set_header Upgrade $http_upgrade;");
-        let _ = writeln!(w, "            proxy_set_header Connection $connection_upgrade;");
-        let _ = writeln!(w, "            proxy_set_header X-Request-ID $request_id;");
-        let _ = writeln!(w, "            proxy_set_header X-Real-IP $remote_addr;");
-        let _ = writeln!(w, "            proxy_set_header X-Forwarded-For $remote_addr;");
-        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Host $host;");
-        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Port $server_port;");
-        let _ = writeln!(w, "            proxy_set_header X-Forwarded-Proto $scheme;");
-        let _ = writeln!(w, "            proxy_set_header X-Scheme $scheme;");
-        let _ = writeln!(
-            w,
-            "            proxy_connect_timeout {};",
-            duration_value(DEFAULT_CONNECT_TIMEOUT)
-        );
-        let _ = writeln!(w, "            proxy_send_timeout {};", duration_value(send));
-        let _ = writeln!(w, "            proxy_read_timeout {};", duration_value(read));
-        let _ = writeln!(w, "            proxy_buffering off;");
-        let _ = writeln!(w, "            proxy_request_buffering on;");
-        let _ = writeln!(w, "            proxy_http_version 1.1;");
-        let _ = writeln!(w, "            proxy_next_upstream error timeout;");
-        let _ = writeln!(w, "            proxy_next_upstream_tries 3;");
-        let _ = writeln!(w, "            proxy_pass http://{upstream};");
-        let _ = writeln!(w, "        }}");
         let _ = writeln!(w, "    }}");
         let _ = writeln!(w, "    ## end server {host}");
     }
     let _ = writeln!(w, "}}");
     Ok(c)
+}
+
+/// `proxy-next-upstream-tries` default (internal/ingress/controller/config/config.go).
+pub const NEXT_UPSTREAM_TRIES: u32 = 3;
+
+/// The js_set variable holding the peer of try `attempt` (0-based): one per try, since nginx
+/// caches a variable's value for the request.
+fn peer_variable(attempt: u32) -> String {
+    if attempt == 0 {
+        "upstream_peer".to_owned()
+    } else {
+        format!("upstream_peer_try_{attempt}")
+    }
+}
+
+/// The template's proxy settings for one location (rootfs/etc/nginx/template/nginx.tmpl).
+fn write_proxy(w: &mut String, read: Duration, send: Duration, peer: &str) {
+    for line in [
+        "proxy_set_header Host $host;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header X-Request-ID $request_id;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Forwarded-Host $host;",
+        "proxy_set_header X-Forwarded-Port $server_port;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Scheme $scheme;",
+    ] {
+        let _ = writeln!(w, "            {line}");
+    }
+    let _ = writeln!(
+        w,
+        "            proxy_connect_timeout {};",
+        duration_value(DEFAULT_CONNECT_TIMEOUT)
+    );
+    let _ = writeln!(w, "            proxy_send_timeout {};", duration_value(send));
+    let _ = writeln!(w, "            proxy_read_timeout {};", duration_value(read));
+    let _ = writeln!(w, "            proxy_buffering off;");
+    let _ = writeln!(w, "            proxy_request_buffering on;");
+    let _ = writeln!(w, "            proxy_http_version 1.1;");
+    let _ = writeln!(w, "            proxy_pass http://${peer};");
 }
 
 fn write_tls(w: &mut String, ctx: &LocalContext) {
@@ -242,8 +304,8 @@ fn write_tls(w: &mut String, ctx: &LocalContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::local::ExtraRoute;
     use crate::render::local::test_support::{check, check_absent, context, with_tls};
-    use crate::render::local::{Backends, ExtraRoute};
     use model::CookieAffinity;
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
@@ -328,50 +390,71 @@ mod tests {
     }
 
     #[test]
-    fn cookie_affinity_hashes_on_the_cookie_and_sets_it_on_every_status() {
+    fn cookie_affinity_sets_the_balancers_cookie_on_every_status() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::Cookie(CookieAffinity {
             name: "SESSION".to_owned(),
             max_age_secs: Some(600),
         }));
+        let conf = render_ok(&spec, &context());
         check(
-            &render_ok(&spec, &context()),
+            &conf,
             &[
-                "map $cookie_SESSION $affinity_key",
-                "hash $affinity_key;",
-                "\"SESSION=$request_id; Path=/; HttpOnly; Max-Age=600\"",
-                "add_header Set-Cookie $affinity_set_cookie always;",
+                "js_var $affinity_cookie;",
+                "add_header Set-Cookie $affinity_cookie always;",
+                "set $location_path \"/\";",
             ],
         );
+        check_absent(&conf, &["hash ", "$cookie_SESSION"]);
     }
 
     #[test]
-    fn client_ip_affinity_hashes_remote_addr() {
+    fn client_ip_affinity_is_the_balancers_not_an_upstream_hash() {
         let spec = IngressSpec::new(3).with_affinity(Affinity::ClientIp);
-        check(&render_ok(&spec, &context()), &["hash $remote_addr;"]);
+        let conf = render_ok(&spec, &context());
+        check(&conf, &["proxy_pass http://$upstream_peer;"]);
+        check_absent(&conf, &["hash ", "upstream default-ws-echo-80"]);
     }
 
     #[test]
-    fn endpoints_resolve_through_the_harness_dns() {
+    fn endpoints_come_from_the_backend_store_without_dns() {
         let conf = render_ok(&IngressSpec::new(3), &context());
         check(
             &conf,
             &[
-                "resolver 127.0.0.1:18053 valid=1s ipv6=off;",
-                "zone default-ws-echo-80 256k;",
-                "server ws-echo.default.svc.cluster.local:18080 resolve;",
-                "proxy_pass http://default-ws-echo-80;",
+                "js_path /tmp/testbed-run;",
+                "js_import ingress from ingress.js;",
+                "js_shared_dict_zone zone=backends:1m type=string;",
+                "js_shared_dict_zone zone=sync:64k type=number;",
+                "js_set $upstream_peer ingress.upstreamPeer;",
+                "listen 127.0.0.1:18053;",
+                "location = /configuration/backends {\n            js_content ingress.configureBackends;",
+                "js_periodic ingress.syncBackends interval=1s worker_affinity=all;",
+                "set $proxy_upstream_name \"default-ws-echo-80\";",
+                "if ($upstream_peer = \"\") {\n                return 503;",
+                "proxy_pass http://$upstream_peer;",
             ],
         );
-        check_absent(&conf, &["server 127.0.1.1:18080;"]);
+        check_absent(
+            &conf,
+            &[
+                "resolver",
+                "resolve;",
+                "server 127.0.1.1:18080;",
+                "upstream default-ws-echo-80 {",
+            ],
+        );
     }
 
     #[test]
-    fn without_a_resolver_pods_are_listed() {
-        let mut ctx = context();
-        ctx.backends = Backends::new(ctx.backends.pods.clone());
-        let conf = render_ok(&IngressSpec::new(3), &ctx);
-        check(&conf, &["server 127.0.1.1:18080;", "server 127.0.1.3:18080;"]);
-        check_absent(&conf, &["resolve;", "resolver "]);
+    fn the_script_serves_the_store_and_the_balancer_the_config_names() {
+        for function in ["configureBackends", "workers", "syncBackends", "upstreamPeer"] {
+            check(SCRIPT, &[&format!("function {function}(")]);
+            let export = SCRIPT
+                .lines()
+                .find(|l| l.starts_with("export default"))
+                .unwrap_or_default();
+            assert!(export.contains(function), "{function} is not exported: {export}");
+        }
     }
 
     #[test]

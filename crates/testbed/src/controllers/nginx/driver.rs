@@ -1,35 +1,115 @@
-//! nginx as ingress-nginx drives it locally: a master and workers, upstream pods resolved by name.
+//! nginx as ingress-nginx drives it locally: a master and workers, endpoints POSTed to its balancer.
 //!
-//! ingress-nginx itself never reloads for endpoints: it POSTs them to its Lua balancer. The local
-//! stand-in has no Lua; its nginx re-resolves the Service name through the harness's DNS
-//! responder (`valid=1s`), so endpoint changes need no reload either. A configuration change (a new
-//! server block, a ConfigMap key) re-renders nginx.conf and reloads (SIGHUP to the master, as
-//! `nginx -s reload` in internal/ingress/controller/nginx.go `OnUpdate`); old workers keep their
-//! connections until `worker-shutdown-timeout`.
+//! ingress-nginx never reloads for endpoints. Its sync loop runs behind a token bucket of
+//! `--sync-rate-limit` 0.3 syncs/s, burst 1 (pkg/flags/flags.go; `flowcontrol.
+//! NewTokenBucketRateLimiter(config.SyncRateLimit, 1)` in internal/ingress/controller/nginx.go,
+//! `n.syncRateLimiter.Accept()` at the top of `syncIngress` in controller.go) and POSTs the backends
+//! to `/configuration/backends` (nginx.go `configureBackends`); every worker copies them into its
+//! balancers on a 1 s timer (rootfs/etc/nginx/lua/balancer.lua). This driver takes the same token
+//! before each POST to the njs store [`config::SCRIPT`] serves; the workers' 1 s copy is the data
+//! plane's own. A configuration change (a new server block, a ConfigMap key) re-renders nginx.conf
+//! and reloads (SIGHUP to the master, as `nginx -s reload` in nginx.go `OnUpdate`); old workers keep
+//! their connections until `worker-shutdown-timeout`.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use model::IngressSpec;
+use model::{Affinity, IngressSpec};
 use nix::sys::signal::Signal;
 use probe::ProbeOptions;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::config;
 use crate::controllers::Driver;
 use crate::local::process::{children_of, signal};
-use crate::local::{DnsResponder, LocalError, READY_TIMEOUT, Result, io_err, write_file};
+use crate::local::{LocalError, READY_TIMEOUT, Result, io_err, write_file};
 use crate::ready::{self, Check, WaitFor};
-use crate::render::local::{LocalContext, NAMESPACE, Resolver, SERVICE};
+use crate::render::local::LocalContext;
+
+/// `--sync-rate-limit` default (pkg/flags/flags.go): syncs per second, burst 1.
+pub const SYNC_RATE_LIMIT: f64 = 0.3;
+
+/// ingress-nginx's default `session-cookie-name` (internal/ingress/annotations/sessionaffinity/main.go).
+pub const DEFAULT_COOKIE_NAME: &str = "INGRESSCOOKIE";
 
 #[derive(Debug, Default)]
 pub(super) struct NginxDriver {
-    /// The Service name's A records.
-    dns: Option<DnsResponder>,
+    /// The backend store's internal listener.
+    store: Option<SocketAddr>,
+    /// When the sync rate limiter next has a token (`None`: it has one now).
+    next_token: Mutex<Option<Instant>>,
     /// Controller-wide changes made so far ([`config::CHANGED_KEY`]).
     changes: AtomicU32,
+}
+
+/// A token bucket of `SYNC_RATE_LIMIT` tokens/s holding at most one: when a sync may run.
+fn take_token(next: &mut Option<Instant>, now: Instant) -> Instant {
+    let at = next.map_or(now, |t| t.max(now));
+    *next = Some(at + Duration::from_secs_f64(1.0 / SYNC_RATE_LIMIT));
+    at
+}
+
+/// The backends as the controller POSTs them (ingress.Backend's JSON: name, endpoints,
+/// sessionAffinityConfig, upstreamHashByConfig), for the one Service the testbed deploys.
+pub fn backends_json(spec: &IngressSpec, pods: &[SocketAddr]) -> Value {
+    let endpoints: Vec<Value> = pods
+        .iter()
+        .map(|p| json!({"address": p.ip().to_string(), "port": p.port().to_string()}))
+        .collect();
+    let mut backend = json!({
+        "name": config::upstream_name(),
+        "endpoints": endpoints,
+        "sessionAffinityConfig": {"name": "", "mode": "", "cookieSessionAffinity": {"name": ""}},
+        "upstreamHashByConfig": {},
+    });
+    match &spec.affinity {
+        Affinity::None => {}
+        Affinity::Cookie(cookie) => {
+            let mut c =
+                json!({"name": if cookie.name.is_empty() { DEFAULT_COOKIE_NAME } else { cookie.name.as_str() }});
+            if let Some(age) = cookie.max_age_secs {
+                c["maxage"] = json!(age.to_string());
+            }
+            backend["sessionAffinityConfig"] =
+                json!({"name": "cookie", "mode": "persistent", "cookieSessionAffinity": c});
+        }
+        Affinity::ClientIp => {
+            backend["upstreamHashByConfig"] = json!({"upstream-hash-by": "$remote_addr"});
+        }
+    }
+    json!([backend])
+}
+
+/// One HTTP/1.1 request to the store; returns the status and body.
+async fn request(store: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let what = format!("{method} {path} to nginx's backend store at {store}");
+    let mut stream = TcpStream::connect(store).await.map_err(io_err(what.clone()))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.map_err(io_err(what.clone()))?;
+    stream.write_all(body.as_bytes()).await.map_err(io_err(what.clone()))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.map_err(io_err(what.clone()))?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| LocalError::BackendStore {
+            request: what.clone(),
+            answer: answer.clone(),
+        })?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
 }
 
 impl NginxDriver {
@@ -40,36 +120,46 @@ impl NginxDriver {
             source,
         })
     }
-}
 
-/// The Service's DNS name nginx resolves.
-fn service_dns_name() -> String {
-    format!("{SERVICE}.{NAMESPACE}.svc.cluster.local")
-}
-
-fn ipv4s(addrs: &[SocketAddr]) -> Vec<Ipv4Addr> {
-    addrs
-        .iter()
-        .filter_map(|a| match a.ip() {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
+    fn store(&self) -> Result<SocketAddr> {
+        self.store.ok_or_else(|| LocalError::BackendStore {
+            request: "a POST".to_owned(),
+            answer: "the store was never prepared".to_owned(),
         })
-        .collect()
+    }
+
+    /// A sync as the controller runs one: a token from the rate limiter, then the POST. Returns
+    /// the store's version once it accepted it.
+    async fn sync(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<u64> {
+        let store = self.store()?;
+        let at = take_token(
+            &mut self.next_token.lock().unwrap_or_else(|e| e.into_inner()),
+            Instant::now(),
+        );
+        tokio::time::sleep_until(at).await;
+        let body = backends_json(spec, &ctx.backends.pods).to_string();
+        let (status, answer) = request(store, "POST", "/configuration/backends", &body).await?;
+        if status != 201 {
+            return Err(LocalError::BackendStore {
+                request: format!("POST /configuration/backends ({status})"),
+                answer,
+            });
+        }
+        let (_, workers) = request(store, "GET", "/configuration/workers", "").await?;
+        let version: Value = serde_json::from_str(&workers).unwrap_or_default();
+        Ok(version["version"].as_u64().unwrap_or_default())
+    }
 }
 
 #[async_trait]
 impl Driver for NginxDriver {
-    async fn prepare(&mut self, ctx: &mut LocalContext, endpoints: &[SocketAddr]) -> Result<()> {
-        let dns = DnsResponder::start(&service_dns_name(), ipv4s(endpoints))
-            .await
-            .map_err(io_err("starting the DNS responder"))?;
-        ctx.backends.resolver = Some(Resolver {
-            server: dns.addr(),
-            name: service_dns_name(),
-            port: endpoints.first().map_or(80, SocketAddr::port),
-            valid_secs: 1,
-        });
-        self.dns = Some(dns);
+    async fn prepare(&mut self, ctx: &mut LocalContext, _endpoints: &[SocketAddr]) -> Result<()> {
+        // Port 0 resolved now: nginx binds it when it starts.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("reserving the store's port"))?;
+        let addr = probe.local_addr().map_err(io_err("reading the store's port"))?;
+        drop(probe);
+        ctx.backends.store = Some(addr);
+        self.store = Some(addr);
         Ok(())
     }
 
@@ -86,6 +176,7 @@ impl Driver for NginxDriver {
 
     fn write_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<()> {
         let changes = self.changes.load(Ordering::SeqCst);
+        write_file(&ctx.runtime_dir.join(config::SCRIPT_FILE), config::SCRIPT)?;
         write_file(
             &ctx.runtime_dir.join("nginx.conf"),
             &config::render_with_changes(spec, ctx, changes)?,
@@ -93,23 +184,42 @@ impl Driver for NginxDriver {
     }
 
     fn ready(&self, _ctx: &LocalContext) -> Vec<WaitFor> {
-        Vec::new()
+        self.store.map(WaitFor::Listening).into_iter().collect()
     }
 
-    async fn set_endpoints(&self, _spec: &IngressSpec, ctx: &LocalContext, _probe: &ProbeOptions) -> Result<()> {
-        let Some(dns) = &self.dns else { return Ok(()) };
-        let version = dns.set(ipv4s(&ctx.backends.pods));
-        // nginx re-resolves every `valid` seconds; the change is in once it fetched it.
-        let limit = Duration::from_secs(5);
-        if dns.wait_served(version, limit).await {
-            Ok(())
-        } else {
-            Err(LocalError::NotReady {
-                what: "nginx to re-resolve the Service name".to_owned(),
-                after: limit,
-                log_tail: String::new(),
-            })
-        }
+    /// The controller's first sync, then every worker's first copy (as the controller is only
+    /// ready once its balancer has backends).
+    async fn started(&self, spec: &IngressSpec, ctx: &LocalContext, pid: u32) -> Result<()> {
+        let version = self.sync(spec, ctx).await?;
+        let store = self.store()?;
+        let what = format!("every nginx worker to copy backends version {version}");
+        ready::until(&what, READY_TIMEOUT, Duration::from_millis(50), || async {
+            let workers = children_of(pid);
+            let Ok((_, body)) = request(store, "GET", "/configuration/workers", "").await else {
+                return Check::NotYet("the store did not answer".to_owned());
+            };
+            let seen: Value = serde_json::from_str(&body).unwrap_or_default();
+            let behind: Vec<u32> = workers
+                .iter()
+                .copied()
+                .filter(|w| seen["workers"][w.to_string()].as_u64().unwrap_or(0) < version)
+                .collect();
+            if !workers.is_empty() && behind.is_empty() {
+                Check::Ready(())
+            } else {
+                Check::NotYet(format!("workers {workers:?}, behind {behind:?}: {body}"))
+            }
+        })
+        .await
+        .map_err(|wait| LocalError::Wait {
+            wait,
+            log_tail: String::new(),
+        })
+    }
+
+    /// Returns once the store accepted the POST; the workers pick it up within their 1 s poll.
+    async fn set_endpoints(&self, spec: &IngressSpec, ctx: &LocalContext, _probe: &ProbeOptions) -> Result<()> {
+        self.sync(spec, ctx).await.map(|_| ())
     }
 
     async fn apply_config(
@@ -154,5 +264,48 @@ impl Driver for NginxDriver {
 
     fn workers(&self, pid: u32) -> Vec<u32> {
         children_of(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limiter_allows_one_sync_then_one_every_3_3_seconds() {
+        let mut next = None;
+        let t0 = Instant::now();
+        assert_eq!(take_token(&mut next, t0), t0);
+        let second = take_token(&mut next, t0);
+        assert_eq!(second - t0, Duration::from_secs_f64(1.0 / 0.3));
+        // Idle long enough, the bucket holds one token again (burst 1), not more.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(take_token(&mut next, later), later);
+        assert!(take_token(&mut next, later) > later);
+    }
+
+    #[test]
+    fn backends_carry_the_affinity_the_balancer_chooses_by() {
+        let pods = [SocketAddr::from(([127, 0, 1, 1], 18080))];
+        let plain = backends_json(&IngressSpec::new(1), &pods);
+        assert_eq!(plain[0]["name"], "default-ws-echo-80");
+        assert_eq!(
+            plain[0]["endpoints"][0],
+            json!({"address": "127.0.1.1", "port": "18080"})
+        );
+        let ip = backends_json(&IngressSpec::new(1).with_affinity(Affinity::ClientIp), &pods);
+        assert_eq!(ip[0]["upstreamHashByConfig"]["upstream-hash-by"], "$remote_addr");
+        let cookie = IngressSpec::new(1).with_affinity(Affinity::Cookie(model::CookieAffinity {
+            name: "SESSION".to_owned(),
+            max_age_secs: Some(600),
+        }));
+        let c = backends_json(&cookie, &pods);
+        assert_eq!(c[0]["sessionAffinityConfig"]["name"], "cookie");
+        assert_eq!(c[0]["sessionAffinityConfig"]["mode"], "persistent");
+        assert_eq!(
+            c[0]["sessionAffinityConfig"]["cookieSessionAffinity"]["name"],
+            "SESSION"
+        );
+        assert_eq!(c[0]["sessionAffinityConfig"]["cookieSessionAffinity"]["maxage"], "600");
     }
 }

@@ -132,7 +132,10 @@ impl ControllerImpl for Nginx {
     }
 
     fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {
-        Ok(vec![("nginx.conf", config::render(spec, ctx)?)])
+        Ok(vec![
+            ("nginx.conf", config::render(spec, ctx)?),
+            (config::SCRIPT_FILE, config::SCRIPT.to_owned()),
+        ])
     }
 
     fn driver(&self) -> Box<dyn Driver> {

@@ -7,8 +7,8 @@
 //! `model::capability::check`, so a knob the controller cannot express is
 //! an [`Unsupported`] answer, never a silent no-op.
 //!
-//! Endpoint changes never need a re-render: nginx resolves its upstream
-//! through the harness's DNS responder, HAProxy's server slots are driven over
+//! Endpoint changes never need a re-render: nginx's backend store takes them
+//! as ingress-nginx's Lua side does (a POST), HAProxy's server slots are driven over
 //! the runtime API, and Traefik's dynamic file is rewritten (it applies it
 //! without a reload). A re-render plus reload is only what a configuration
 //! change (e.g. a new route) does, as with the real controllers.
@@ -43,29 +43,17 @@ pub struct LocalContext {
 /// The pods behind the Service and how the data plane learns about them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backends {
-    /// Ready pods now (HAProxy's initial slots, Traefik's servers, nginx's
-    /// fallback when there is no resolver).
+    /// Ready pods now (HAProxy's initial slots, Traefik's servers, what nginx's store is given).
     pub pods: Vec<SocketAddr>,
-    /// nginx: resolve the Service name through this DNS server, so endpoint
-    /// changes need no reload.
-    pub resolver: Option<Resolver>,
+    /// nginx: the internal listener of its backend store (`/configuration/backends`), so
+    /// endpoint changes need no reload.
+    pub store: Option<SocketAddr>,
 }
 
 impl Backends {
     pub fn new(pods: Vec<SocketAddr>) -> Self {
-        Backends { pods, resolver: None }
+        Backends { pods, store: None }
     }
-}
-
-/// A DNS name whose A records are the ready pods, all on `port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolver {
-    /// The DNS server (the harness's embedded responder).
-    pub server: SocketAddr,
-    pub name: String,
-    pub port: u16,
-    /// How often nginx re-resolves (the records' `valid=` time).
-    pub valid_secs: u32,
 }
 
 /// TLS files written by [`probe::tls::TestCa::write_to`].
@@ -111,12 +99,7 @@ pub(crate) mod test_support {
             runtime_dir: PathBuf::from("/tmp/testbed-run"),
             backends: Backends {
                 pods,
-                resolver: Some(Resolver {
-                    server: SocketAddr::from(([127, 0, 0, 1], 18053)),
-                    name: "ws-echo.default.svc.cluster.local".to_owned(),
-                    port: 18080,
-                    valid_secs: 1,
-                }),
+                store: Some(SocketAddr::from(([127, 0, 0, 1], 18053))),
             },
             tls: None,
             extra_routes: Vec::new(),
