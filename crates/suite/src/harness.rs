@@ -22,7 +22,7 @@ use crate::lanes;
 use crate::profile;
 
 /// Longest a behaviour may take before it is failed (nextest kills later still).
-const CASE_TIMEOUT: Duration = Duration::from_secs(100);
+const CASE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// What a running test can use and record.
 #[derive(Clone)]

@@ -91,13 +91,23 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "endpoint_removal_lag",
         area: Area::Termination,
-        description: "Over 10 pod deletions, how long after deletion new connections still reached the deleted pod (p50, max), and from it the smallest preStop that keeps every new connection off a pod that stopped listening.",
+        description: "Over 10 pod deletions (preStop 5 s), how long after deletion new connections still reached the deleted pod (p50, max), and from it the smallest preStop that keeps every new connection off a pod that stopped listening.",
         features: &[],
-        spec: || IngressSpec::new(3).with_drain(termination()),
+        // A preStop longer than any controller's lag (ingress-nginx: up to ~4.3 s after another
+        // sync), so the window sees the last new connection instead of cutting it off.
+        spec: || IngressSpec::new(3).with_drain(lag_drain()),
         test: |ctx| Box::pin(endpoint_removal_lag(ctx)),
         kubernetes_only: None,
     },
 ];
+
+/// `endpoint_removal_lag`'s drain: its preStop is the window the opener watches.
+fn lag_drain() -> model::Drain {
+    model::Drain {
+        prestop_delay: Duration::from_secs(5),
+        ..termination()
+    }
+}
 
 /// How many pods `endpoint_removal_lag` deletes, one after the other.
 const LAG_DELETIONS: usize = 10;
