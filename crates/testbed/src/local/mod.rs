@@ -93,6 +93,16 @@ pub enum LocalError {
     Probe(#[from] probe::ProbeError),
 }
 
+/// A wait that ended without its condition; the data plane adds its log where it has one.
+impl From<crate::ready::NotReady> for LocalError {
+    fn from(wait: crate::ready::NotReady) -> Self {
+        LocalError::Wait {
+            wait,
+            log_tail: String::new(),
+        }
+    }
+}
+
 impl From<LocalError> for EnvError {
     fn from(e: LocalError) -> Self {
         match e {

@@ -118,10 +118,7 @@ impl HaproxyDriver {
             }
         })
         .await;
-        reloaded.map_err(|wait| LocalError::Wait {
-            wait,
-            log_tail: String::new(),
-        })
+        reloaded.map_err(LocalError::from)
     }
 }
 

@@ -211,10 +211,7 @@ impl Driver for NginxDriver {
             }
         })
         .await
-        .map_err(|wait| LocalError::Wait {
-            wait,
-            log_tail: String::new(),
-        })
+        .map_err(LocalError::from)
     }
 
     /// Returns once the store accepted the POST; the workers pick it up within their 1 s poll.
@@ -256,10 +253,7 @@ impl Driver for NginxDriver {
             }
         })
         .await
-        .map_err(|wait| LocalError::Wait {
-            wait,
-            log_tail: String::new(),
-        })
+        .map_err(LocalError::from)
     }
 
     fn workers(&self, pid: u32) -> Vec<u32> {

@@ -77,10 +77,7 @@ impl TraefikDriver {
         let what = format!("Traefik to apply dynamic configuration generation {generation}");
         ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || applied.check())
             .await
-            .map_err(|wait| LocalError::Wait {
-                wait,
-                log_tail: String::new(),
-            })
+            .map_err(LocalError::from)
     }
 }
 
