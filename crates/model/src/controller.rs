@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control_loop::ControlLoop;
 use crate::controllers::{haproxy, nginx, traefik};
 use crate::spec::{IngressSpec, Unsupported};
 
@@ -43,6 +44,8 @@ pub struct ControllerInfo {
     /// The local environment may run another build; the report shows both.
     pub ships: &'static str,
     pub ships_source: &'static str,
+    /// How a change reaches its data plane: the model the local environment runs.
+    pub control_loop: ControlLoop,
     /// What the controller can express of a spec, in any environment.
     pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
 }

@@ -6,12 +6,14 @@
 
 pub mod capability;
 pub mod cluster;
+pub mod control_loop;
 pub mod controller;
 pub mod controllers;
 pub mod env;
 pub mod pins;
 pub mod spec;
 
+pub use control_loop::{ControlLoop, Pacing, Sourced};
 pub use controller::{Controller, ControllerInfo, UnknownController};
 pub use env::{Endpoint, EnvKind, UnknownEnv};
 pub use spec::{

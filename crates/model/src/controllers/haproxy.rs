@@ -1,5 +1,8 @@
 //! HAProxy Kubernetes Ingress (haproxytech/kubernetes-ingress v3.2.6, chart 1.49.0): facts and capability.
 
+use std::time::Duration;
+
+use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo};
 use crate::spec::{Affinity, IngressSpec, Unsupported};
 
@@ -12,6 +15,25 @@ pub static INFO: ControllerInfo = ControllerInfo {
     binary_env: "TESTBED_HAPROXY",
     ships: "HAProxy 3.2 (haproxytech/kubernetes-ingress v3.2.6, image haproxytech/haproxy-alpine:3.2)",
     ships_source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/build/Dockerfile",
+    control_loop: ControlLoop {
+        endpoints: Sourced {
+            value: "server slots filled or emptied over the runtime API (`set server … addr/state`); \
+                    a reload only when the endpoints outgrow the slots (42 by default)",
+            source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/service/endpoints.go",
+        },
+        reloads_for: Sourced {
+            value: "a new or changed backend, frontend rules, global/defaults settings, binds, or endpoints \
+                    beyond the server slots; host/path routes are map updates over the runtime API",
+            source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/route/route.go",
+        },
+        // `--sync-period` 5s: changes gathered from the informers are applied together on the next
+        // COMMAND event, which MonitorChanges (pkg/k8s/main.go) sends every period.
+        pacing: Sourced {
+            value: Pacing::Period(Duration::from_secs(5)),
+            source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/utils/flags.go",
+        },
+        data_plane_poll: None,
+    },
     check,
 };
 

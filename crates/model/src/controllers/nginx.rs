@@ -1,5 +1,8 @@
 //! ingress-nginx (kubernetes/ingress-nginx, controller-v1.15.1, its final release): facts and capability.
 
+use std::time::Duration;
+
+use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo};
 use crate::spec::{IngressSpec, Unsupported};
 
@@ -12,6 +15,30 @@ pub static INFO: ControllerInfo = ControllerInfo {
     binary_env: "TESTBED_NGINX",
     ships: "nginx 1.27.1 with OpenResty Lua (ingress-nginx controller-v1.15.1)",
     ships_source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/images/nginx/rootfs/build.sh",
+    control_loop: ControlLoop {
+        endpoints: Sourced {
+            value: "POSTed as JSON to the Lua balancer's /configuration/backends; no reload",
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/nginx.go",
+        },
+        reloads_for: Sourced {
+            value: "any change to the rendered nginx.conf (a new host or path, a ConfigMap key); \
+                    endpoints and the backends' dynamic settings go to the balancer instead",
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/controller.go",
+        },
+        // `--sync-rate-limit` 0.3, burst 1: every sync, whatever triggered it, takes a token.
+        pacing: Sourced {
+            value: Pacing::TokenBucket {
+                per_second: 0.3,
+                burst: 1,
+            },
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/pkg/flags/flags.go",
+        },
+        // Every worker copies the POSTed backends into its balancers on a 1 s timer.
+        data_plane_poll: Some(Sourced {
+            value: Duration::from_secs(1),
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/rootfs/etc/nginx/lua/balancer.lua",
+        }),
+    },
     check,
 };
 

@@ -1,5 +1,8 @@
 //! Traefik (chart 39.0.8, Traefik v3.6.13, Kubernetes Ingress provider): facts and capability.
 
+use std::time::Duration;
+
+use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo};
 use crate::spec::{Affinity, IngressSpec, Unsupported};
 
@@ -12,6 +15,23 @@ pub static INFO: ControllerInfo = ControllerInfo {
     binary_env: "TESTBED_TRAEFIK",
     ships: "Traefik v3.6.13 (chart 39.0.8 appVersion)",
     ships_source: "https://github.com/traefik/traefik-helm-chart/blob/v39.0.8/traefik/Chart.yaml",
+    control_loop: ControlLoop {
+        endpoints: Sourced {
+            value: "a new dynamic configuration with the service's new server list, applied in process",
+            source: "https://github.com/traefik/traefik/blob/v3.6.13/pkg/provider/kubernetes/ingress/kubernetes.go",
+        },
+        reloads_for: Sourced {
+            value: "nothing: every change is a new dynamic configuration swapped in process",
+            source: "https://github.com/traefik/traefik/blob/v3.6.13/pkg/server/configurationwatcher.go",
+        },
+        // providersThrottleDuration 2s (cmd/configuration.go), applied per provider in
+        // pkg/provider/aggregator/aggregator.go; the local Traefik applies it itself.
+        pacing: Sourced {
+            value: Pacing::Throttle(Duration::from_secs(2)),
+            source: "https://github.com/traefik/traefik/blob/v3.6.13/cmd/configuration.go",
+        },
+        data_plane_poll: None,
+    },
     check,
 };
 

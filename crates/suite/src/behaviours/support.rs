@@ -25,6 +25,33 @@ pub(super) fn termination() -> Drain {
     Drain::default()
 }
 
+/// A drain whose preStop outlasts every controller model's slowest endpoint removal (its pacing
+/// plus its data plane's poll; haproxytech's 5 s sync period is the slowest) by a second, for the
+/// behaviours whose outcome is whether the data plane let go of a pod before it stopped
+/// listening. With the 3 s default that outcome would hang on where a deletion falls in a sync
+/// period; `endpoint_removal_lag` measures how long each controller really needs.
+pub(super) fn covering_drain() -> Drain {
+    let slowest = model::Controller::ALL
+        .iter()
+        .map(|c| c.info().control_loop.worst_lag())
+        .max()
+        .unwrap_or_default();
+    let prestop = Duration::from_secs((slowest + Duration::from_secs(1)).as_secs_f64().ceil() as u64);
+    Drain {
+        prestop_delay: prestop,
+        termination_grace: prestop + Duration::from_secs(4),
+        ..Drain::default()
+    }
+}
+
+/// No preStop at all: SIGTERM (and the pod's listener closing) as soon as the pod is deleted.
+pub(super) fn no_prestop() -> Drain {
+    Drain {
+        prestop_delay: Duration::ZERO,
+        ..Drain::default()
+    }
+}
+
 /// For tests that only need a pod gone: a short drain keeps them fast.
 pub(super) fn quick_drain() -> Drain {
     Drain {

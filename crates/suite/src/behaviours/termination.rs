@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use model::{IngressSpec, PodSettings};
 use probe::{self, Backoff, End, Incoming, hold_idle, open_continuously};
 
-use super::support::{connect, end_word, pod_of, secs, termination, termination_prestop, ticking};
+use super::support::{
+    connect, covering_drain, end_word, no_prestop, pod_of, secs, termination, termination_prestop, ticking,
+};
 use crate::catalogue::{Area, Behaviour};
 use crate::harness::Ctx;
 
@@ -30,9 +32,10 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "no_new_connections_to_terminating_pod",
         area: Area::Termination,
-        description: "After deletion starts, new connections reach other pods; measures how long the terminating pod still got new ones.",
+        description: "After deletion starts (preStop longer than every controller's modelled endpoint lag), new \
+                      connections reach other pods before SIGTERM; measures how long the terminating pod still got new ones.",
         features: &[],
-        spec: || IngressSpec::new(3).with_drain(termination()),
+        spec: || IngressSpec::new(3).with_drain(covering_drain()),
         test: |ctx| Box::pin(no_new_connections_to_terminating_pod(ctx)),
         kubernetes_only: None,
     },
@@ -57,11 +60,20 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "rolling_update_has_no_failed_handshakes",
         area: Area::Termination,
-        description: "A connection every 100 ms during a rollout restart of 3 pods: failed handshakes counted.",
+        description: "A connection every 100 ms during a rollout restart of 3 pods whose preStop outlasts every \
+                      controller's modelled endpoint lag: failed handshakes counted.",
         features: &[],
-        // The suite's termination settings: a 1 s preStop measured too short for nginx's
-        // endpoint propagation under load (a 503 from a pod already past SIGTERM).
-        spec: || IngressSpec::new(3).with_drain(termination()),
+        spec: || IngressSpec::new(3).with_drain(covering_drain()),
+        test: |ctx| Box::pin(rolling_update_has_no_failed_handshakes(ctx)),
+        kubernetes_only: None,
+    },
+    Behaviour {
+        name: "rolling_update_without_prestop",
+        area: Area::Termination,
+        description: "The same rollout with no preStop: each old pod stops listening as soon as its replacement is \
+                      Ready, whatever the ingress has seen. Failed handshakes counted: what the drain buys.",
+        features: &[],
+        spec: || IngressSpec::new(3).with_drain(no_prestop()),
         test: |ctx| Box::pin(rolling_update_has_no_failed_handshakes(ctx)),
         kubernetes_only: None,
     },
@@ -91,23 +103,15 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "endpoint_removal_lag",
         area: Area::Termination,
-        description: "Over 10 pod deletions (preStop 5 s), how long after deletion new connections still reached the deleted pod (p50, max), and from it the smallest preStop that keeps every new connection off a pod that stopped listening.",
+        description: "Over 10 pod deletions (preStop longer than every controller's modelled lag), how long after deletion new connections still reached the deleted pod (p50, max), and from it the smallest preStop that keeps every new connection off a pod that stopped listening.",
         features: &[],
-        // A preStop longer than any controller's lag (ingress-nginx: up to ~4.3 s after another
-        // sync), so the window sees the last new connection instead of cutting it off.
-        spec: || IngressSpec::new(3).with_drain(lag_drain()),
+        // A preStop longer than any controller's modelled lag, so the window sees the last new
+        // connection instead of cutting it off.
+        spec: || IngressSpec::new(3).with_drain(covering_drain()),
         test: |ctx| Box::pin(endpoint_removal_lag(ctx)),
         kubernetes_only: None,
     },
 ];
-
-/// `endpoint_removal_lag`'s drain: its preStop is the window the opener watches.
-fn lag_drain() -> model::Drain {
-    model::Drain {
-        prestop_delay: Duration::from_secs(5),
-        ..termination()
-    }
-}
 
 /// How many pods `endpoint_removal_lag` deletes, one after the other.
 const LAG_DELETIONS: usize = 10;
@@ -132,8 +136,8 @@ async fn endpoint_removal_lag(ctx: Ctx) -> anyhow::Result<String> {
     let mut failed = 0;
     let mut terminations = Vec::new();
     for round in 1..=LAG_DELETIONS {
-        let pods = ctx.deployment.pods().await?;
-        let victim = pods.iter().find(|p| p.ready).context("no ready pod")?.name.clone();
+        // A pod the data plane routes to (the last round's replacement may not be routed yet).
+        let victim = pod_of(&connect(&ctx, &ctx.probe("/ws")).await?).await?;
         ctx.marker(format!("delete {victim} ({round}/{LAG_DELETIONS})"));
         let deleted = Instant::now();
         terminations.push(ctx.deployment.delete_pod(&victim).await?);
@@ -150,7 +154,7 @@ async fn endpoint_removal_lag(ctx: Ctx) -> anyhow::Result<String> {
             .map(|a| offset_ms + a.at_ms)
             .fold(0.0_f64, f64::max);
         lags.push(last);
-        // As a ReplicaSet would: back to the wanted number of ready, routed pods.
+        // As a ReplicaSet would: back to the wanted number of Ready pods.
         ctx.deployment.scale(replicas).await?;
     }
     for termination in terminations {

@@ -11,6 +11,7 @@
 //! API and rewrites Traefik's dynamic file; a controller-wide change reloads
 //! nginx and HAProxy (its master CLI) and rewrites Traefik's dynamic file.
 
+mod control_loop;
 mod dataplane;
 mod pod;
 pub(crate) mod process;
@@ -19,7 +20,7 @@ pub(crate) mod runtime_api;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -27,6 +28,7 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use self::control_loop::{Applied, EndpointSync, Pacer};
 pub use self::dataplane::DataPlaneProcesses;
 use self::dataplane::{Change, DataPlane};
 use self::pod::PodProcess;
@@ -91,6 +93,10 @@ pub enum LocalError {
     NoSuchPod { pod: String },
     #[error(transparent)]
     Probe(#[from] probe::ProbeError),
+    #[error("{0}")]
+    Setting(String),
+    #[error("{what}: {error}")]
+    ControlLoop { what: String, error: String },
 }
 
 /// A wait that ended without its condition; the data plane adds its log where it has one.
@@ -192,7 +198,12 @@ struct Inner {
     data_plane: DataPlane,
     state: Mutex<State>,
     /// Serializes endpoint and configuration changes.
+    /// One sync at a time reaches the data plane, as in the controller.
     ops: tokio::sync::Mutex<()>,
+    /// The controller's pacing, which every sync waits for.
+    pacer: Pacer,
+    /// Endpoint changes on their way through the controller model.
+    endpoint_sync: EndpointSync,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -220,17 +231,9 @@ impl Inner {
             .collect()
     }
 
-    fn endpoint_names(&self) -> BTreeSet<String> {
-        self.state()
-            .pods
-            .iter()
-            .filter(|(_, p)| p.in_endpoints)
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    /// Pushes the current endpoints to the data plane and waits until it has them.
-    async fn sync_endpoints(&self) -> Result<()> {
+    /// Gives the data plane the current endpoints the way the controller does (the caller holds
+    /// `ops` and had its turn).
+    async fn apply_endpoints(&self) -> Result<()> {
         let endpoints = self.endpoints();
         let extra = self.state().extra_routes.clone();
         self.data_plane
@@ -238,7 +241,40 @@ impl Inner {
             .await
     }
 
-    /// Starts `count` new pods, waits until they are ready and routed.
+    /// The controller's endpoint loop: waits for a change, the informer delay and its turn,
+    /// then carries the latest endpoints (every change made meanwhile) to the data plane.
+    async fn endpoint_loop(inner: Weak<Inner>, informer_delay: Duration) {
+        let Some(mut wanted) = inner.upgrade().map(|i| i.endpoint_sync.subscribe()) else {
+            return;
+        };
+        let mut applied = 0;
+        loop {
+            if wanted.wait_for(|g| *g > applied).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(informer_delay).await;
+            let Some(inner) = inner.upgrade() else { return };
+            inner.pacer.turn().await;
+            let _ops = inner.ops.lock().await;
+            let generation = inner.endpoint_sync.wanted();
+            let result = inner.apply_endpoints().await;
+            applied = generation;
+            inner.endpoint_sync.publish(Applied {
+                generation,
+                at: SystemTime::now(),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+    }
+
+    /// How long an endpoint change may take through the controller model before the harness
+    /// gives up on it.
+    fn endpoint_limit(&self) -> Duration {
+        READY_TIMEOUT + self.controller.info().control_loop.worst_lag()
+    }
+
+    /// Starts `count` new pods and waits until they are Ready; they join the endpoints and the
+    /// controller model carries them to the data plane in its own time, as in a cluster.
     async fn add_pods(self: &Arc<Self>, count: u32) -> Result<Vec<String>> {
         let mut starting = Vec::new();
         for _ in 0..count {
@@ -262,17 +298,13 @@ impl Inner {
         }
         let names: Vec<String> = started.iter().map(|p| p.name.clone()).collect();
         {
-            let _ops = self.ops.lock().await;
-            {
-                let mut s = self.state();
-                for mut pod in started {
-                    pod.in_endpoints = true;
-                    s.pods.insert(pod.name.clone(), pod);
-                }
+            let mut s = self.state();
+            for mut pod in started {
+                pod.in_endpoints = true;
+                s.pods.insert(pod.name.clone(), pod);
             }
-            self.sync_endpoints().await?;
         }
-        self.wait_routed(&self.endpoint_names()).await?;
+        self.endpoint_sync.changed();
         Ok(names)
     }
 
@@ -333,6 +365,7 @@ impl Inner {
                 .ok_or_else(|| LocalError::NoSuchPod { pod: name.to_owned() })?;
             (child, pod.cleanup.take(), pod.pid, pod.addr)
         };
+        let generation = self.endpoint_sync.changed();
         let (done_tx, done_rx) = oneshot::channel();
         let (removed_tx, removed_rx) = oneshot::channel();
         let inner = self.clone();
@@ -349,13 +382,15 @@ impl Inner {
                 started: Some(started),
                 ..TerminationRecord::default()
             };
-            // Endpoint removal and preStop start together, as in Kubernetes.
+            // Endpoint removal and preStop start together, as in Kubernetes; the removal reaches
+            // the data plane through the controller model.
             let removal = async {
-                let _ops = inner.ops.lock().await;
-                let result = inner.sync_endpoints().await;
-                let at = SystemTime::now();
+                let result = inner.endpoint_sync.applied(generation, inner.endpoint_limit()).await;
                 let _ = removed_tx.send(());
-                result.map(|()| at)
+                result.map_err(|error| LocalError::ControlLoop {
+                    what: format!("removing {name} from the endpoints"),
+                    error,
+                })
             };
             let stop = async {
                 let drain = async {
@@ -479,6 +514,7 @@ impl LocalDeployment {
             pods.insert(pod.name.clone(), pod);
         }
         let endpoints: Vec<SocketAddr> = pods.values().map(|p| p.addr).collect();
+        let informer_delay = model::control_loop::informer_delay().map_err(LocalError::Setting)?;
         let data_plane =
             DataPlane::start(controller, &binary, spec, &dir, listen, tls_files.as_ref(), &endpoints).await?;
         let inner = Arc::new(Inner {
@@ -498,8 +534,16 @@ impl LocalDeployment {
                 ..state
             }),
             ops: tokio::sync::Mutex::new(()),
+            pacer: Pacer::started(controller.info().control_loop.pacing.value, tokio::time::Instant::now()),
+            endpoint_sync: EndpointSync::new(),
             tasks: Mutex::new(Vec::new()),
         });
+        let endpoint_loop = tokio::spawn(Inner::endpoint_loop(Arc::downgrade(&inner), informer_delay));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(endpoint_loop.abort_handle());
         let deployment = LocalDeployment { endpoint, inner };
         deployment.inner.wait_routed(&names.into_iter().collect()).await?;
         tracing::info!(controller = %controller, dir = %deployment.inner.dir.display(), "local deployment ready");
@@ -522,14 +566,6 @@ impl LocalDeployment {
     /// The testbed CA when the spec asks for TLS (trust it to dial the endpoint).
     pub fn test_ca(&self) -> Option<&TestCa> {
         self.inner.ca.as_ref()
-    }
-
-    /// Deletes `pod` and returns once the data plane no longer routes to it
-    /// (the pod itself may still be draining; wait on the [`Termination`]).
-    pub async fn delete_pod_and_wait_removed(&self, pod: &str) -> Result<Termination> {
-        let (termination, removed) = self.inner.start_termination(pod)?;
-        let _ = removed.await;
-        Ok(termination)
     }
 }
 
@@ -604,10 +640,10 @@ impl Deployment for LocalDeployment {
         };
         let mut terminations = Vec::new();
         for name in old {
-            // maxSurge 1, maxUnavailable 0: a new pod is ready and routed before an old one goes.
+            // maxSurge 1, maxUnavailable 0: an old pod goes as soon as its replacement is Ready,
+            // whatever the ingress has seen of either.
             self.inner.add_pods(1).await?;
-            let (termination, removed) = self.inner.start_termination(&name)?;
-            let _ = removed.await;
+            let (termination, _removed) = self.inner.start_termination(&name)?;
             terminations.push(termination);
         }
         let limit = self.inner.spec.drain.termination_grace + Duration::from_secs(5);
@@ -630,14 +666,10 @@ impl Deployment for LocalDeployment {
         if replicas > now {
             self.inner.add_pods(replicas - now).await?;
         } else {
-            // The newest pods go first, as a ReplicaSet scaling down prefers them.
-            let mut removals = Vec::new();
+            // The newest pods go first, as a ReplicaSet scaling down prefers them. Like the kind
+            // environment, this returns once they left the Service's endpoints, not the data plane's.
             for name in current.iter().rev().take((now - replicas) as usize) {
-                let (_, removed) = self.inner.start_termination(name)?;
-                removals.push(removed);
-            }
-            for removed in removals {
-                let _ = removed.await;
+                self.inner.start_termination(name)?;
             }
         }
         Ok(())
@@ -645,6 +677,7 @@ impl Deployment for LocalDeployment {
 
     async fn apply_unrelated_change(&self) -> crate::env::Result<()> {
         let _ops = self.inner.ops.lock().await;
+        self.inner.pacer.turn().await;
         let route = {
             let mut s = self.inner.state();
             let route = ExtraRoute {
@@ -706,6 +739,7 @@ impl Deployment for LocalDeployment {
 
     async fn apply_controller_change(&self) -> crate::env::Result<()> {
         let _ops = self.inner.ops.lock().await;
+        self.inner.pacer.turn().await;
         let inner = &self.inner;
         let endpoints = inner.endpoints();
         let extra = inner.state().extra_routes.clone();

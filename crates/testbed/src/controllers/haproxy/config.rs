@@ -243,24 +243,22 @@ pub fn render_with_changes(
         "  stats socket {} level admin expose-fd listeners",
         runtime_socket(ctx).display()
     );
-    let _ = writeln!(w, "  stats timeout 1m");
+    // The controller's global defaults: `stats timeout` 36000 ms, these bind options, and in
+    // `defaults` no maxconn and no `option redispatch` (pkg/haproxy/env/defaults.go at v3.2.6), so a
+    // connection a stopped pod refuses is retried on the same server and answered 503.
+    let _ = writeln!(w, "  stats timeout 36s");
     let _ = writeln!(
         w,
         "  # hard-stop-after: old workers end their connections this long after a reload."
     );
     let _ = writeln!(w, "  hard-stop-after {}", duration_value(hard_stop));
     let _ = writeln!(w, "  log stderr format raw local0 notice");
-    let _ = writeln!(
-        w,
-        "  ssl-default-bind-options no-sslv3 no-tls-tickets no-tlsv10 no-tlsv11"
-    );
+    let _ = writeln!(w, "  ssl-default-bind-options no-sslv3 no-tls-tickets no-tlsv10");
     let _ = writeln!(w);
     let _ = writeln!(w, "defaults");
     let _ = writeln!(w, "  log global");
     let _ = writeln!(w, "  log-tag ingress");
     let _ = writeln!(w, "  mode http");
-    let _ = writeln!(w, "  maxconn 5000");
-    let _ = writeln!(w, "  option redispatch");
     let _ = writeln!(w, "  option dontlognull");
     let _ = writeln!(w, "  option http-keep-alive");
     for (name, default) in DEFAULT_TIMEOUTS {

@@ -5,15 +5,15 @@
 //! NewTokenBucketRateLimiter(config.SyncRateLimit, 1)` in internal/ingress/controller/nginx.go,
 //! `n.syncRateLimiter.Accept()` at the top of `syncIngress` in controller.go) and POSTs the backends
 //! to `/configuration/backends` (nginx.go `configureBackends`); every worker copies them into its
-//! balancers on a 1 s timer (rootfs/etc/nginx/lua/balancer.lua). This driver takes the same token
-//! before each POST to the njs store [`config::SCRIPT`] serves; the workers' 1 s copy is the data
-//! plane's own. A configuration change (a new server block, a ConfigMap key) re-renders nginx.conf
+//! balancers on a 1 s timer (rootfs/etc/nginx/lua/balancer.lua). The token bucket is the model's
+//! ([`model::controllers::nginx::INFO`]`.control_loop`, run by the local environment before every
+//! sync); this driver POSTs to the njs store [`config::SCRIPT`] serves, and the workers' 1 s copy
+//! is the data plane's own. A configuration change (a new server block, a ConfigMap key) re-renders nginx.conf
 //! and reloads (SIGHUP to the master, as `nginx -s reload` in nginx.go `OnUpdate`); old workers keep
 //! their connections until `worker-shutdown-timeout`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -24,7 +24,6 @@ use probe::ProbeOptions;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::config;
 use crate::controllers::Driver;
@@ -33,9 +32,6 @@ use crate::local::{LocalError, READY_TIMEOUT, Result, io_err, write_file};
 use crate::ready::{self, Check, WaitFor};
 use crate::render::local::LocalContext;
 
-/// `--sync-rate-limit` default (pkg/flags/flags.go): syncs per second, burst 1.
-pub const SYNC_RATE_LIMIT: f64 = 0.3;
-
 /// ingress-nginx's default `session-cookie-name` (internal/ingress/annotations/sessionaffinity/main.go).
 pub const DEFAULT_COOKIE_NAME: &str = "INGRESSCOOKIE";
 
@@ -43,17 +39,8 @@ pub const DEFAULT_COOKIE_NAME: &str = "INGRESSCOOKIE";
 pub(super) struct NginxDriver {
     /// The backend store's internal listener.
     store: Option<SocketAddr>,
-    /// When the sync rate limiter next has a token (`None`: it has one now).
-    next_token: Mutex<Option<Instant>>,
     /// Controller-wide changes made so far ([`config::CHANGED_KEY`]).
     changes: AtomicU32,
-}
-
-/// A token bucket of `SYNC_RATE_LIMIT` tokens/s holding at most one: when a sync may run.
-fn take_token(next: &mut Option<Instant>, now: Instant) -> Instant {
-    let at = next.map_or(now, |t| t.max(now));
-    *next = Some(at + Duration::from_secs_f64(1.0 / SYNC_RATE_LIMIT));
-    at
 }
 
 /// The backends as the controller POSTs them (ingress.Backend's JSON: name, endpoints,
@@ -128,15 +115,10 @@ impl NginxDriver {
         })
     }
 
-    /// A sync as the controller runs one: a token from the rate limiter, then the POST. Returns
-    /// the store's version once it accepted it.
+    /// A sync's POST (its turn under the rate limit was taken by the caller). Returns the store's
+    /// version once it accepted it.
     async fn sync(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<u64> {
         let store = self.store()?;
-        let at = take_token(
-            &mut self.next_token.lock().unwrap_or_else(|e| e.into_inner()),
-            Instant::now(),
-        );
-        tokio::time::sleep_until(at).await;
         let body = backends_json(spec, &ctx.backends.pods).to_string();
         let (status, answer) = request(store, "POST", "/configuration/backends", &body).await?;
         if status != 201 {
@@ -264,19 +246,6 @@ impl Driver for NginxDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rate_limiter_allows_one_sync_then_one_every_3_3_seconds() {
-        let mut next = None;
-        let t0 = Instant::now();
-        assert_eq!(take_token(&mut next, t0), t0);
-        let second = take_token(&mut next, t0);
-        assert_eq!(second - t0, Duration::from_secs_f64(1.0 / 0.3));
-        // Idle long enough, the bucket holds one token again (burst 1), not more.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(take_token(&mut next, later), later);
-        assert!(take_token(&mut next, later) > later);
-    }
 
     #[test]
     fn backends_carry_the_affinity_the_balancer_chooses_by() {
