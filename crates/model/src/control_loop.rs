@@ -61,7 +61,32 @@ pub struct ControlLoop {
     pub data_plane_poll: Option<Sourced<Duration>>,
 }
 
+impl std::fmt::Display for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pacing::TokenBucket { per_second, burst } => {
+                write!(f, "token bucket {per_second} syncs/s, burst {burst}")
+            }
+            Pacing::Period(d) => write!(f, "changes applied every {} s", d.as_secs_f64()),
+            Pacing::Throttle(d) => write!(f, "changes throttled to one per {} s", d.as_secs_f64()),
+        }
+    }
+}
+
 impl ControlLoop {
+    /// One line for reports: the pacing and the poll, each with its source.
+    pub fn summary(&self) -> String {
+        let mut line = format!("{} ({})", self.pacing.value, self.pacing.source);
+        if let Some(poll) = self.data_plane_poll {
+            line.push_str(&format!(
+                "; data plane polls every {} s ({})",
+                poll.value.as_secs_f64(),
+                poll.source
+            ));
+        }
+        line
+    }
+
     /// The longest a change can take from the informer to the data plane in this model.
     pub fn worst_lag(&self) -> Duration {
         self.pacing.value.worst_wait() + self.data_plane_poll.map_or(Duration::ZERO, |p| p.value)

@@ -237,6 +237,9 @@ pub struct RunVersions {
     /// The data plane the real controller ships (when the run used another build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipped: Option<String>,
+    /// The controller's control loop as the local environment models it (pacing, poll, sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_loop: Option<String>,
 }
 
 /// A whole run: `report.json`.

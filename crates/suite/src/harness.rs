@@ -313,6 +313,7 @@ fn write_versions(controller: Controller, versions: &Versions) {
         controller: versions.controller.clone(),
         data_plane: versions.data_plane.clone(),
         shipped: Some(format!("{} ({})", info.ships, info.ships_source)),
+        control_loop: Some(info.control_loop.summary()),
     };
     let _ = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::write(
