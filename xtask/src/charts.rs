@@ -165,19 +165,17 @@ impl Drop for Scratch {
 
 /// `helm pull` of one pinned chart, unpacked as `dir/<chart>`.
 fn pull_argv(helm: &Path, pin: &ChartPin, dir: &Path) -> Vec<String> {
-    [
-        helm.display().to_string(),
-        "pull".into(),
-        pin.chart.clone(),
-        "--repo".into(),
-        pin.chart_repo.clone(),
-        "--version".into(),
-        pin.chart_version.clone(),
-        "--untar".into(),
-        "--untardir".into(),
-        dir.display().to_string(),
-    ]
-    .into()
+    [helm.display().to_string(), "pull".into()]
+        .into_iter()
+        .chain(pin.helm_ref())
+        .chain([
+            "--version".into(),
+            pin.chart_version.clone(),
+            "--untar".into(),
+            "--untardir".into(),
+            dir.display().to_string(),
+        ])
+        .collect()
 }
 
 /// What an earlier `helm pull --untar` left in `dir`: the chart directory and the archive, which helm
@@ -1390,7 +1388,23 @@ mod tests {
             http_port: 28080,
             https_port: 28443,
             reference_manifest: None,
+            cluster_objects: None,
+            sample_note: None,
         }
+    }
+
+    #[test]
+    fn an_oci_chart_is_pulled_by_its_reference_without_a_repo() {
+        let pin = ChartPin {
+            chart_repo: "oci://docker.io/envoyproxy".into(),
+            chart: "gateway-helm".into(),
+            chart_version: "v1.9.0".into(),
+            ..pin()
+        };
+        let argv = pull_argv(Path::new("helm"), &pin, Path::new("/c"));
+        assert_eq!(argv[2], "oci://docker.io/envoyproxy/gateway-helm");
+        assert!(!argv.contains(&"--repo".to_owned()), "{argv:?}");
+        assert!(argv.windows(2).any(|w| w == ["--version", "v1.9.0"]), "{argv:?}");
     }
 
     #[test]
@@ -1432,8 +1446,9 @@ mod tests {
             let argv = pull_argv(Path::new("helm"), pin, Path::new("d")).join(" ");
             assert!(
                 argv.contains(&format!(
-                    "pull {} --repo {} --version {} ",
-                    pin.chart, pin.chart_repo, pin.chart_version
+                    "pull {} --version {} ",
+                    pin.helm_ref().join(" "),
+                    pin.chart_version
                 )),
                 "{argv}"
             );

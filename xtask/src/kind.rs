@@ -340,26 +340,42 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[Controller], k8s_versio
                 "install {name} (chart {} {}, {})",
                 c.chart, c.chart_version, c.app_version
             ),
+            argv: [helm.clone(), "upgrade".into(), "--install".into(), c.release.clone()]
+                .into_iter()
+                .chain(c.helm_ref())
+                .chain([
+                    "--version".into(),
+                    c.chart_version.clone(),
+                    "--namespace".into(),
+                    c.namespace.clone(),
+                    "--create-namespace".into(),
+                    "--values".into(),
+                    s(&layout.root.join(&c.values)),
+                    "--kubeconfig".into(),
+                    kubeconfig.clone(),
+                    "--wait".into(),
+                    "--timeout".into(),
+                    "5m".into(),
+                ])
+                .collect(),
+        });
+    }
+    for name in controllers {
+        let Some(objects) = &pins.controllers[name].cluster_objects else {
+            continue;
+        };
+        steps.push(Step::Run {
+            what: format!("apply {name}'s cluster objects"),
             argv: vec![
-                helm.clone(),
-                "upgrade".into(),
-                "--install".into(),
-                c.release.clone(),
-                c.chart.clone(),
-                "--repo".into(),
-                c.chart_repo.clone(),
-                "--version".into(),
-                c.chart_version.clone(),
-                "--namespace".into(),
-                c.namespace.clone(),
-                "--create-namespace".into(),
-                "--values".into(),
-                s(&layout.root.join(&c.values)),
+                kubectl.clone(),
                 "--kubeconfig".into(),
                 kubeconfig.clone(),
-                "--wait".into(),
-                "--timeout".into(),
-                "5m".into(),
+                "apply".into(),
+                "--server-side".into(),
+                "--force-conflicts".into(),
+                format!("--field-manager={FIELD_MANAGER}"),
+                "-f".into(),
+                s(&layout.root.join(objects)),
             ],
         });
     }
@@ -396,6 +412,10 @@ pub fn plan(layout: &Layout, pins: &Pins, controllers: &[Controller], k8s_versio
     for name in controllers {
         let c = &pins.controllers[name];
         let (port, tls_port) = (c.http_port, c.https_port);
+        if let Some(note) = &c.sample_note {
+            steps.push(Step::Print(format!("{name}: {note}")));
+            continue;
+        }
         steps.push(Step::Print(format!(
             "{name}: websocat -H 'Host: {SAMPLE_HOST}' ws://127.0.0.1:{port}/ws   \
              or: wscat -H 'Host: {SAMPLE_HOST}' -c ws://127.0.0.1:{port}/ws   (TLS listener: 127.0.0.1:{tls_port})"
@@ -604,7 +624,7 @@ mod tests {
     #[test]
     fn dry_run_plan_installs_each_controller_chart_at_its_pin() {
         let (pins, lines) = dry_run(&[], "1.34");
-        assert_eq!(pins.controllers.len(), 3);
+        assert_eq!(pins.controllers.len(), model::Controller::ALL.len());
         for (name, c) in &pins.controllers {
             check_line(
                 &lines,
@@ -612,7 +632,10 @@ mod tests {
             );
             check_line(&lines, &c.chart_repo);
             check_line(&lines, &format!("manifests/sample/{name}.yaml"));
-            check_line(&lines, &format!("ws://127.0.0.1:{}/ws", c.http_port));
+            match &c.sample_note {
+                Some(note) => check_line(&lines, note),
+                None => check_line(&lines, &format!("ws://127.0.0.1:{}/ws", c.http_port)),
+            }
         }
         assert!(
             !lines.iter().any(|l| l.contains(".kube/config")),
@@ -626,8 +649,9 @@ mod tests {
         for name in pins.controllers.keys() {
             let path = root().join(format!("manifests/sample/{name}.yaml"));
             let yaml = std::fs::read_to_string(&path).unwrap();
+            // An Ingress rule's `host:` or a Gateway listener's `hostname:`.
             assert!(
-                yaml.contains(&format!("host: {SAMPLE_HOST}")),
+                yaml.contains(&format!("host: {SAMPLE_HOST}")) || yaml.contains(&format!("hostname: {SAMPLE_HOST}")),
                 "{} serves no {SAMPLE_HOST}",
                 path.display()
             );

@@ -140,7 +140,7 @@ mod tests {
         };
         assert_eq!(
             selection.filterset(),
-            "binary(behaviours) & (test(/::nginx$/) | test(/::traefik$/) | test(/::haproxy$/))"
+            "binary(behaviours) & (test(/::nginx$/) | test(/::traefik$/) | test(/::haproxy$/) | test(/::envoy-gateway$/))"
         );
     }
 }

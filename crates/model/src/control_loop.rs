@@ -19,6 +19,8 @@ pub struct Sourced<T> {
 /// How a controller lets changes through to its data plane.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pacing {
+    /// Each change is reconciled and pushed as it comes.
+    Immediate,
     /// A token bucket: at most `per_second` syncs a second, `burst` at once; a sync that finds
     /// the bucket empty waits for the next token and carries every change made meanwhile.
     TokenBucket { per_second: f64, burst: u32 },
@@ -36,6 +38,7 @@ impl Pacing {
     /// bucket, one token interval).
     pub fn worst_wait(&self) -> Duration {
         match *self {
+            Pacing::Immediate => Duration::ZERO,
             Pacing::TokenBucket { per_second, .. } => Duration::from_secs_f64(1.0 / per_second),
             Pacing::Period(d) | Pacing::Throttle(d) => d,
         }
@@ -64,6 +67,7 @@ pub struct ControlLoop {
 impl std::fmt::Display for Pacing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Pacing::Immediate => f.write_str("every change pushed as it comes"),
             Pacing::TokenBucket { per_second, burst } => {
                 write!(f, "token bucket {per_second} syncs/s, burst {burst}")
             }

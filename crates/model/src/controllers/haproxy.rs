@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
-use crate::controller::{Controller, ControllerInfo};
+use crate::controller::{Controller, ControllerInfo, RoutingApi};
+use crate::shutdown::DataPlaneShutdown;
 use crate::spec::{Affinity, IngressSpec, Unsupported};
 
 pub static INFO: ControllerInfo = ControllerInfo {
@@ -11,6 +12,7 @@ pub static INFO: ControllerInfo = ControllerInfo {
     aliases: &["haproxy-ingress"],
     title: "HAProxy Kubernetes Ingress",
     ingress_class: "haproxy",
+    api: RoutingApi::Ingress,
     data_plane: "haproxy",
     binary_env: "TESTBED_HAPROXY",
     ships: "HAProxy 3.2 (haproxytech/kubernetes-ingress v3.2.6, image haproxytech/haproxy-alpine:3.2)",
@@ -33,6 +35,23 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/utils/flags.go",
         },
         data_plane_poll: None,
+    },
+    shutdown: DataPlaneShutdown {
+        prestop: Sourced {
+            value: "none (the chart's lifecycle is empty; its soft-stop preStop is only a commented example)",
+            source: "https://github.com/haproxytech/helm-charts/blob/kubernetes-ingress-1.49.0/kubernetes-ingress/values.yaml",
+        },
+        // s6-overlay stage 3 stops the controller, then haproxy with s6's default down-signal,
+        // SIGTERM: HAProxy's hard stop. hard-stop-after bounds only a soft stop (SIGUSR1).
+        on_signal: Sourced {
+            value: "s6-overlay sends HAProxy SIGTERM, a hard stop: listeners and every open connection close \
+                    at once, without a close frame; hard-stop-after plays no part",
+            source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/fs/etc/s6-overlay/s6-rc.d/haproxy/run",
+        },
+        grace: Sourced {
+            value: Duration::from_secs(60),
+            source: "https://github.com/haproxytech/helm-charts/blob/kubernetes-ingress-1.49.0/kubernetes-ingress/values.yaml",
+        },
     },
     check,
 };

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
-use crate::controller::{Controller, ControllerInfo};
+use crate::controller::{Controller, ControllerInfo, RoutingApi};
+use crate::shutdown::DataPlaneShutdown;
 use crate::spec::{IngressSpec, Unsupported};
 
 pub static INFO: ControllerInfo = ControllerInfo {
@@ -11,6 +12,7 @@ pub static INFO: ControllerInfo = ControllerInfo {
     aliases: &["ingress-nginx"],
     title: "ingress-nginx",
     ingress_class: "nginx",
+    api: RoutingApi::Ingress,
     data_plane: "nginx",
     binary_env: "TESTBED_NGINX",
     ships: "nginx 1.27.1 with OpenResty Lua (ingress-nginx controller-v1.15.1)",
@@ -38,6 +40,23 @@ pub static INFO: ControllerInfo = ControllerInfo {
             value: Duration::from_secs(1),
             source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/rootfs/etc/nginx/lua/balancer.lua",
         }),
+    },
+    shutdown: DataPlaneShutdown {
+        // `/wait-shutdown` SIGTERMs the controller, whose Stop() runs `nginx -s quit` after
+        // --shutdown-grace-period (0) and waits for nginx to exit.
+        prestop: Sourced {
+            value: "/wait-shutdown: the controller stops nginx gracefully (`nginx -s quit`) and waits for it",
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/nginx.go",
+        },
+        on_signal: Sourced {
+            value: "workers close their listeners at once (new connections refused) and keep open ones \
+                    until worker-shutdown-timeout (240 s), then close them without a close frame",
+            source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/rootfs/etc/nginx/template/nginx.tmpl",
+        },
+        grace: Sourced {
+            value: Duration::from_secs(300),
+            source: "https://github.com/kubernetes/ingress-nginx/blob/helm-chart-4.15.1/charts/ingress-nginx/values.yaml",
+        },
     },
     check,
 };

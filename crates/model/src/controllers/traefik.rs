@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
-use crate::controller::{Controller, ControllerInfo};
+use crate::controller::{Controller, ControllerInfo, RoutingApi};
+use crate::shutdown::DataPlaneShutdown;
 use crate::spec::{Affinity, IngressSpec, Unsupported};
 
 pub static INFO: ControllerInfo = ControllerInfo {
@@ -11,6 +12,7 @@ pub static INFO: ControllerInfo = ControllerInfo {
     aliases: &[],
     title: "Traefik",
     ingress_class: "traefik",
+    api: RoutingApi::Ingress,
     data_plane: "traefik",
     binary_env: "TESTBED_TRAEFIK",
     ships: "Traefik v3.6.13 (chart 39.0.8 appVersion)",
@@ -31,6 +33,23 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/traefik/traefik/blob/v3.6.13/cmd/configuration.go",
         },
         data_plane_poll: None,
+    },
+    shutdown: DataPlaneShutdown {
+        prestop: Sourced {
+            value: "none (the chart's lifecycle is empty)",
+            source: "https://github.com/traefik/traefik-helm-chart/blob/v39.0.8/traefik/values.yaml",
+        },
+        // SIGTERM → TCPEntryPoint.Shutdown: requestAcceptGraceTimeout (0), the listener closed,
+        // then every tracked connection, hijacked WebSockets included, closed at graceTimeOut.
+        on_signal: Sourced {
+            value: "the listener closes at once (requestAcceptGraceTimeout 0: new connections refused); open \
+                    connections, WebSockets included, are closed without a close frame at graceTimeOut (10 s)",
+            source: "https://github.com/traefik/traefik/blob/v3.6.13/pkg/server/server_entrypoint_tcp.go",
+        },
+        grace: Sourced {
+            value: Duration::from_secs(60),
+            source: "https://github.com/traefik/traefik-helm-chart/blob/v39.0.8/traefik/values.yaml",
+        },
     },
     check,
 };

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use model::IngressSpec;
-use probe::End;
+use probe::{End, open_continuously};
 
 use super::support::{connect, echo, end_word, pod_of, quick_drain, secs};
 use crate::catalogue::{Area, Behaviour};
@@ -26,6 +26,17 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         kubernetes_only: None,
     },
     Behaviour {
+        name: "scale_up_leaves_existing_connections",
+        area: Area::Reloads,
+        description: "10 WebSockets on one pod, then the Deployment scales 1 → 3 (what an HPA on connection \
+                      count does): the open ones stay on the first pod — long-lived connections never \
+                      rebalance — while new ones spread. Both shares measured.",
+        features: &[],
+        spec: || IngressSpec::new(1).with_drain(quick_drain()),
+        test: |ctx| Box::pin(scale_up_leaves_existing_connections(ctx)),
+        kubernetes_only: None,
+    },
+    Behaviour {
         name: "connection_survives_route_added",
         area: Area::Reloads,
         description: "A new Ingress (another host) for the same Service is added, data-plane drain limit 5 s: \
@@ -33,6 +44,17 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
         test: |ctx| Box::pin(connection_survives_route_added(ctx)),
+        kubernetes_only: None,
+    },
+    Behaviour {
+        name: "connection_fate_on_data_plane_termination",
+        area: Area::Reloads,
+        description: "The data plane's own pod is terminated (a controller upgrade), data-plane drain limit 5 s: \
+                      when and how an open WebSocket ends (close frame or not), and whether new connections \
+                      are refused meanwhile.",
+        features: &[Feature::DataPlaneDrainLimit],
+        spec: || IngressSpec::new(2).with_data_plane_drain_limit(DRAIN_LIMIT),
+        test: |ctx| Box::pin(connection_fate_on_data_plane_termination(ctx)),
         kubernetes_only: None,
     },
     Behaviour {
@@ -73,12 +95,110 @@ async fn connection_survives_endpoint_change(ctx: Ctx) -> anyhow::Result<String>
     Ok(if kept == on_survivors { "untouched" } else { "cut" }.to_owned())
 }
 
+/// How many connections `scale_up_leaves_existing_connections` holds and then opens.
+const HELD: usize = 10;
+const OPENED_AFTER: usize = 30;
+
+async fn scale_up_leaves_existing_connections(ctx: Ctx) -> anyhow::Result<String> {
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        held.push(connect(&ctx, &ctx.probe("/ws")).await?);
+    }
+    let first = pod_of(&held[0]).await?;
+    ctx.marker("scale 1 → 3");
+    ctx.deployment.scale(3).await?;
+    // The new pods are Ready; the data plane gets them in its controller's own time.
+    let routed_by = Instant::now() + Duration::from_secs(30);
+    let mut waited = Vec::new();
+    loop {
+        let conn = connect(&ctx, &ctx.probe("/ws")).await?;
+        let pod = pod_of(&conn).await?;
+        drop(conn);
+        if pod != first {
+            break;
+        }
+        waited.push(pod);
+        anyhow::ensure!(
+            Instant::now() < routed_by,
+            "no new connection reached a new pod within 30 s of scaling to 3 ({} tries)",
+            waited.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await; // pacing of the poll
+    }
+    let mut on_new = 0;
+    let mut pods = BTreeSet::new();
+    for _ in 0..OPENED_AFTER {
+        let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
+        let pod = pod_of(&conn).await?;
+        on_new += usize::from(pod != first);
+        pods.insert(pod);
+        conn.close(1000, "").await?;
+    }
+    let mut stayed = 0;
+    for (i, conn) in held.iter_mut().enumerate() {
+        if pod_of(conn).await? == first && echo(conn, &format!("after scaling {i}")).await.is_ok() {
+            stayed += 1;
+        }
+    }
+    ctx.lane(format!("held connection to {first}"), held[0].timeline());
+    ctx.figure("held_on_first_pod", stayed as f64, &format!("of {HELD}"));
+    ctx.figure("new_on_new_pods", on_new as f64, &format!("of {OPENED_AFTER}"));
+    ctx.key_figure(format!(
+        "held {stayed}/{HELD} on the first pod; new {on_new}/{OPENED_AFTER} on the new pods"
+    ));
+    Ok(match (stayed == HELD, pods.len() >= 2) {
+        (true, true) => "existing-stay-new-spread",
+        (true, false) => "existing-stay-new-not-spread",
+        (false, _) => "existing-moved",
+    }
+    .to_owned())
+}
+
 async fn connection_survives_route_added(ctx: Ctx) -> anyhow::Result<String> {
     let conn = connect(&ctx, &ctx.probe("/ws")).await?;
     ctx.marker("new Ingress (host) for the same Service");
     let changed_at = Instant::now();
     ctx.deployment.apply_unrelated_change().await?;
     fate_after_change(&ctx, conn, changed_at, "the new route").await
+}
+
+async fn connection_fate_on_data_plane_termination(ctx: Ctx) -> anyhow::Result<String> {
+    let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
+    ctx.marker("terminate the data plane's pod");
+    let started = Instant::now();
+    let termination = ctx.deployment.terminate_data_plane().await?;
+    let opener = open_continuously(ctx.probe("/ws"), Duration::from_millis(100));
+    let outcome = probe::hold_idle(&mut conn, DRAIN_LIMIT * 2 + Duration::from_secs(2)).await;
+    let ended = started.elapsed();
+    let report = opener.stop().await;
+    ctx.lane("connection across the data plane's termination", conn.timeline());
+    ctx.termination(&termination.wait(Duration::from_secs(60)).await?);
+    let word = end_word(&outcome.end);
+    let accepted = report.successes();
+    let last_accepted = report
+        .attempts
+        .iter()
+        .filter(|a| matches!(a.outcome, probe::AttemptOutcome::Connected { .. }))
+        .map(|a| a.at_ms)
+        .fold(0.0_f64, f64::max);
+    ctx.figure("ended_after_termination", ended.as_secs_f64(), "s");
+    ctx.figure(
+        "new_connections_accepted",
+        accepted as f64,
+        &format!("of {}", report.attempts.len()),
+    );
+    ctx.figure("last_new_connection_accepted", last_accepted, "ms");
+    let new = if accepted == 0 { "refused" } else { "accepted" };
+    ctx.key_figure(if accepted == 0 {
+        format!("{word} at {}; new connections refused", secs(ended))
+    } else {
+        format!(
+            "{word} at {}; {accepted}/{} new connections accepted, the last at {last_accepted:.0} ms",
+            secs(ended),
+            report.attempts.len()
+        )
+    });
+    Ok(format!("{word}-new-{new}"))
 }
 
 async fn connection_fate_on_controller_reload(ctx: Ctx) -> anyhow::Result<String> {

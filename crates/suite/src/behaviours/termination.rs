@@ -314,8 +314,8 @@ async fn rolling_update_has_no_failed_handshakes(ctx: Ctx) -> anyhow::Result<Str
     ctx.deployment.rollout_restart().await?;
     let rollout = started.elapsed();
     ctx.marker("rollout done");
-    // Keep opening for a second after the rollout: the new pods must serve too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Keep opening for two seconds after the rollout: the new pods must serve too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let report = opener.stop().await;
     ctx.figure("rollout_duration", rollout.as_secs_f64(), "s");
     for (i, attempt) in report

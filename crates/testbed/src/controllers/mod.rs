@@ -8,6 +8,7 @@
 //! **Invariant:** [`of`] is the only place in this crate that maps a [`Controller`] to code;
 //! nothing else matches on a controller (a tidy test enforces it).
 
+pub mod envoy_gateway;
 pub mod haproxy;
 pub mod nginx;
 pub mod traefik;
@@ -23,7 +24,7 @@ use probe::ProbeOptions;
 
 use crate::local::Result;
 use crate::ready::WaitFor;
-use crate::render::kind::{ControllerInstall, ControllerSettings, HelmCommon};
+use crate::render::kind::{ControllerInstall, ControllerSettings, HelmCommon, RenderOptions};
 use crate::render::local::LocalContext;
 
 /// The registry: the one place that maps a controller to its module.
@@ -32,6 +33,7 @@ pub fn of(controller: Controller) -> &'static dyn ControllerImpl {
         Controller::Nginx => &nginx::Nginx,
         Controller::Traefik => &traefik::Traefik,
         Controller::Haproxy => &haproxy::Haproxy,
+        Controller::EnvoyGateway => &envoy_gateway::EnvoyGateway,
     }
 }
 
@@ -52,17 +54,41 @@ pub trait ControllerImpl: Send + Sync + fmt::Debug {
     fn settings(&self, spec: &IngressSpec) -> ControllerSettings;
     /// Our overrides of the controller's Helm chart.
     fn helm_values(&self, common: &HelmCommon) -> serde_json::Value;
+    /// What routes a deployment's traffic when the controller is not driven through an Ingress
+    /// (Gateway API and its policies): YAML documents in apply order. `None`: an Ingress of its
+    /// class with [`ControllerImpl::ingress_annotations`].
+    fn routing_objects(&self, spec: &IngressSpec, opts: &RenderOptions) -> Result<Option<String>, Unsupported> {
+        let _ = (spec, opts);
+        Ok(None)
+    }
+    /// `apply_unrelated_change`'s new route when it is not another Ingress: the objects (YAML)
+    /// and the host they serve.
+    fn unrelated_routing(&self, spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Option<(String, String)> {
+        let _ = (spec, opts, serial);
+        None
+    }
+    /// Objects `cargo xtask up` applies once after the chart (a GatewayClass), as YAML.
+    fn cluster_objects(&self, common: &HelmCommon) -> Option<String> {
+        let _ = common;
+        None
+    }
+    /// Where its data-plane pods run when not in the install row's workload: a label selector in
+    /// the install namespace and the container's name.
+    fn data_plane_pods(&self, deployment_namespace: &str) -> Option<(String, &'static str)> {
+        let _ = deployment_namespace;
+        None
+    }
     /// The `serial`-th (0-based) controller-wide change a deployment of `spec` asks for through
     /// `Deployment::apply_controller_change`: one the controller applies by reloading its data
     /// plane, where it reloads at all. Local drivers make the same change
     /// ([`Driver::apply_controller_change`]).
-    fn controller_change(&self, spec: &IngressSpec, serial: u32) -> ControllerChange;
+    fn controller_change(&self, spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> ControllerChange;
 
     // ---- local ----
 
     /// The configuration files its data plane starts from for `spec` in `ctx` (file name, text):
     /// what the local environment writes, and what the fuzz target feeds every spec through.
-    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported>;
+    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(String, String)>, Unsupported>;
     /// A driver for one local deployment's data plane.
     fn driver(&self) -> Box<dyn Driver>;
     /// Arguments that make the data-plane binary print its version.
@@ -81,7 +107,7 @@ pub trait Driver: Send + Sync + fmt::Debug {
         Ok(())
     }
     /// The data plane's arguments (after the binary).
-    fn args(&self, ctx: &LocalContext) -> Vec<OsString>;
+    fn args(&self, spec: &IngressSpec, ctx: &LocalContext) -> Vec<OsString>;
     /// Renders and writes its configuration for `ctx` (pods and extra routes filled in).
     fn write_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<()>;
     /// What must hold, besides its listener, before it takes traffic and changes.
@@ -106,8 +132,22 @@ pub trait Driver: Send + Sync + fmt::Debug {
         pid: u32,
         probe: &ProbeOptions,
     ) -> Result<()>;
+    /// Begins the data plane's shutdown as its pod's termination does
+    /// ([`model::DataPlaneShutdown`]): the preStop's effect, then the signal its container gets.
+    /// Returns once the signal was sent, with when the preStop part ended; the environment
+    /// SIGKILLs what is left at the end of the grace period.
+    async fn shutdown(&self, spec: &IngressSpec, ctx: &LocalContext, pid: u32) -> Result<ShutdownMarks>;
     /// Processes that hold connections, given the main process.
     fn workers(&self, pid: u32) -> Vec<u32>;
+}
+
+/// When a data plane's shutdown steps happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownMarks {
+    /// The preStop's part ended (where the chart has one).
+    pub prestop_done: Option<std::time::SystemTime>,
+    /// The signal the container gets was sent.
+    pub signalled: std::time::SystemTime,
 }
 
 /// What `Deployment::apply_controller_change` does in kind for one controller.
@@ -125,4 +165,7 @@ pub enum ControllerChange {
     /// adds a rule for a marker host, and the change counts as applied once that host answers
     /// (one Ingress update reaches the data plane as one configuration).
     IngressAnnotations { annotations: BTreeMap<String, String> },
+    /// The controller's own objects re-applied with the change (Envoy Gateway: the Gateway's
+    /// ClientTrafficPolicy); applied once its status accepts the new generation.
+    Objects { yaml: String },
 }

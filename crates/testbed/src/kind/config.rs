@@ -170,6 +170,8 @@ nodes:
       - {containerPort: 28443, hostPort: 28443, listenAddress: 127.0.0.1}
       - {containerPort: 38080, hostPort: 38080, listenAddress: 127.0.0.1}
       - {containerPort: 38443, hostPort: 38443, listenAddress: 127.0.0.1}
+      - {containerPort: 48080, hostPort: 48080, listenAddress: 127.0.0.1}
+      - {containerPort: 48443, hostPort: 48443, listenAddress: 127.0.0.1}
 "#;
 
     #[test]

@@ -294,6 +294,7 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
             // The controller watches its ConfigMap and applies it; no restart needed.
             Ok(())
         }
+        ControllerSettings::None => Ok(()),
         ControllerSettings::StaticArgs {
             managed_prefixes,
             args: wanted,
@@ -497,6 +498,41 @@ impl KindDeployment {
         );
         let opts = readiness_probe(&self.endpoint, self.spec.proxy_protocol, Some(&self.ca))?;
         wait_healthz(&what, &opts).await
+    }
+
+    /// Waits until the controller accepted every object of `yaml` at its current generation
+    /// (a Gateway API or policy status condition `Accepted`).
+    async fn wait_accepted(&self, yaml: &str) -> crate::env::Result<()> {
+        for obj in parse_yaml_docs(yaml).map_err(KindError::into_env)? {
+            let (Some(types), Some(name)) = (obj.types.as_ref(), obj.metadata.name.clone()) else {
+                continue;
+            };
+            let gvk = GroupVersionKind::try_from(types)
+                .map_err(|_| EnvError::failed("reading an applied object's kind", format!("{types:?}")))?;
+            let (resource, _) = kube::discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .map_err(api_err(format!("discovering {}/{}", gvk.group, gvk.kind)))
+                .map_err(KindError::into_env)?;
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+            let what = format!("{} to accept {} {name}", self.controller, gvk.kind);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let current = api
+                    .get(&name)
+                    .await
+                    .map_err(api_err(format!("reading {} {name}", gvk.kind)))
+                    .map_err(KindError::into_env)?;
+                let value = serde_json::to_value(&current).unwrap_or_default();
+                if ops::accepted_at_generation(&value) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(EnvError::Timeout { what, after: WAIT });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await; // pacing of the poll
+            }
+        }
+        Ok(())
     }
 
     async fn dump(&self, dir: &Path) -> Result<()> {
@@ -810,15 +846,22 @@ impl Deployment for KindDeployment {
 
     async fn apply_unrelated_change(&self) -> crate::env::Result<()> {
         let serial = self.unrelated.fetch_add(1, Ordering::Relaxed);
-        let ingress = render::unrelated_ingress(self.controller, &self.opts, serial);
-        let host = ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.rules.as_ref())
-            .and_then(|r| r.first())
-            .and_then(|r| r.host.clone())
-            .unwrap_or_default();
-        apply_yaml(&self.client, &render::to_yaml_doc(&ingress), &self.namespace)
+        let module = controllers::of(self.controller);
+        let (yaml, host) = match module.unrelated_routing(&self.spec, &self.opts, serial) {
+            Some(routing) => routing,
+            None => {
+                let ingress = render::unrelated_ingress(self.controller, &self.opts, serial);
+                let host = ingress
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.rules.as_ref())
+                    .and_then(|r| r.first())
+                    .and_then(|r| r.host.clone())
+                    .unwrap_or_default();
+                (render::to_yaml_doc(&ingress), host)
+            }
+        };
+        apply_yaml(&self.client, &yaml, &self.namespace)
             .await
             .map_err(KindError::into_env)?;
         // The unrelated host is only served on plain HTTP; wait on that port.
@@ -835,7 +878,7 @@ impl Deployment for KindDeployment {
     async fn apply_controller_change(&self) -> crate::env::Result<()> {
         let serial = self.controller_changes.fetch_add(1, Ordering::Relaxed);
         let module = controllers::of(self.controller);
-        match module.controller_change(&self.spec, serial) {
+        match module.controller_change(&self.spec, &self.opts, serial) {
             ControllerChange::ConfigMap { data, reloaded_log } => {
                 // On top of this spec's settings and by the same field manager, so the next
                 // deploy's settings take the changed keys away again.
@@ -888,8 +931,106 @@ impl Deployment for KindDeployment {
                 );
                 wait_healthz(&what, &readiness_probe(&applied, self.spec.proxy_protocol, None)?).await?;
             }
+            ControllerChange::Objects { yaml } => {
+                apply_yaml(&self.client, &yaml, &self.namespace)
+                    .await
+                    .map_err(KindError::into_env)?;
+                self.wait_accepted(&yaml).await?;
+            }
         }
         self.wait_routed().await
+    }
+
+    /// Deletes one pod of the controller's workload (where its data plane runs) and follows it
+    /// until it is gone; its Deployment or DaemonSet starts a new one, as an upgrade would.
+    async fn terminate_data_plane(&self) -> crate::env::Result<Termination> {
+        let inst = install(self.controller);
+        let pods: Api<K8sPod> = Api::namespaced(self.client.clone(), inst.namespace);
+        let own = controllers::of(self.controller).data_plane_pods(&self.namespace);
+        let container = own.as_ref().map_or(inst.container, |(_, c)| *c);
+        let what = format!("reading {}'s {} {}", self.controller, inst.workload_kind, inst.workload);
+        let labels = if inst.workload_kind == "DaemonSet" {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), inst.namespace);
+            let ds = api
+                .get(inst.workload)
+                .await
+                .map_err(api_err(what))
+                .map_err(KindError::into_env)?;
+            ds.spec.and_then(|s| s.selector.match_labels)
+        } else {
+            let api: Api<K8sDeployment> = Api::namespaced(self.client.clone(), inst.namespace);
+            let d = api
+                .get(inst.workload)
+                .await
+                .map_err(api_err(what))
+                .map_err(KindError::into_env)?;
+            d.spec.and_then(|s| s.selector.match_labels)
+        };
+        let selector = match own {
+            Some((selector, _)) => selector,
+            None => labels
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api_err(format!("listing {}'s pods ({selector})", self.controller)))
+            .map_err(KindError::into_env)?;
+        let victim = list
+            .items
+            .iter()
+            .find(|p| {
+                p.spec
+                    .as_ref()
+                    .is_some_and(|s| s.containers.iter().any(|c| c.name == container))
+            })
+            .ok_or_else(|| {
+                EnvError::failed(
+                    format!("finding {}'s data-plane pod", self.controller),
+                    format!("no pod with {selector} runs a container named {container}"),
+                )
+            })?;
+        let name = victim.name_any();
+        let uid = victim.uid().unwrap_or_default();
+        let started = SystemTime::now();
+        pods.delete(&name, &DeleteParams::default())
+            .await
+            .map_err(api_err(format!("deleting {}'s pod {name}", self.controller)))
+            .map_err(KindError::into_env)?;
+        let limit = self.controller.info().shutdown.grace.value + WAIT;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pod = name.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + limit;
+            let mut record = TerminationRecord {
+                pod: pod.clone(),
+                started: Some(started),
+                ..TerminationRecord::default()
+            };
+            let result = loop {
+                match pods.get_opt(&pod).await {
+                    Ok(Some(p)) if p.uid().as_deref() == Some(uid.as_str()) => {}
+                    Ok(_) => {
+                        record.exited = Some(SystemTime::now());
+                        break Ok(record);
+                    }
+                    Err(e) => break Err(EnvError::failed(format!("following pod {pod}"), e)),
+                }
+                if Instant::now() > deadline {
+                    break Err(EnvError::Timeout {
+                        what: format!("data-plane pod {pod} to go"),
+                        after: limit,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await; // pacing of the poll
+            };
+            let _ = tx.send(result);
+        });
+        Ok(Termination::new(name, rx))
     }
 
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {

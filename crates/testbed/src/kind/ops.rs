@@ -151,8 +151,51 @@ pub fn status_code(head: &str) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
+/// Whether a Gateway API object's or policy's status says `Accepted=True` for its current
+/// generation: in `status.conditions`, or for every parent/ancestor (`status.parents[]`,
+/// `status.ancestors[]`) it lists.
+pub fn accepted_at_generation(object: &serde_json::Value) -> bool {
+    let generation = object["metadata"]["generation"].as_i64().unwrap_or(0);
+    let accepted = |conditions: &serde_json::Value| {
+        conditions.as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == "Accepted"
+                    && c["status"] == "True"
+                    && c["observedGeneration"].as_i64().unwrap_or(0) >= generation
+            })
+        })
+    };
+    let status = &object["status"];
+    if accepted(&status["conditions"]) {
+        return true;
+    }
+    ["parents", "ancestors"].iter().any(|key| {
+        status[key]
+            .as_array()
+            .is_some_and(|list| !list.is_empty() && list.iter().all(|p| accepted(&p["conditions"])))
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn accepted_means_the_current_generation_was_accepted_by_every_ancestor() {
+        let policy = |observed: i64, status: &str| {
+            serde_json::json!({
+                "metadata": {"generation": 2},
+                "status": {"ancestors": [{"conditions": [
+                    {"type": "Accepted", "status": status, "observedGeneration": observed}
+                ]}]},
+            })
+        };
+        assert!(accepted_at_generation(&policy(2, "True")));
+        assert!(!accepted_at_generation(&policy(1, "True")), "an older generation");
+        assert!(!accepted_at_generation(&policy(2, "False")));
+        assert!(!accepted_at_generation(
+            &serde_json::json!({"metadata": {"generation": 1}})
+        ));
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};

@@ -30,7 +30,7 @@ impl Pacer {
     pub fn started(pacing: Pacing, now: Instant) -> Self {
         let next = match pacing {
             Pacing::TokenBucket { per_second, .. } => now + Duration::from_secs_f64(1.0 / per_second),
-            Pacing::Period(_) | Pacing::Throttle(_) => now,
+            Pacing::Immediate | Pacing::Period(_) | Pacing::Throttle(_) => now,
         };
         Pacer {
             pacing,
@@ -54,7 +54,7 @@ impl Pacer {
                 *next + period.mul_f64(ticks)
             }
             // The data-plane binary throttles itself.
-            Pacing::Throttle(_) => now,
+            Pacing::Immediate | Pacing::Throttle(_) => now,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use model::{Controller, IngressSpec};
 use nix::sys::signal::Signal;
@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 use super::process::{log_stdio, log_tail, signal_group};
 use super::{LocalError, READY_TIMEOUT, Result, io_err};
 use crate::controllers::{self, Driver};
+use crate::env::TerminationRecord;
 use crate::ready::{self, Check, WaitFor};
 use crate::render::local::{Backends, ExtraRoute, LocalContext, TlsPaths};
 
@@ -93,7 +94,7 @@ impl DataPlane {
         };
         dp.driver.write_config(spec, &dp.context(endpoints, &[]))?;
         let mut cmd = Command::new(binary);
-        cmd.args(dp.driver.args(&dp.base));
+        cmd.args(dp.driver.args(spec, &dp.base));
         let (stdout, stderr) = log_stdio(&dp.log).map_err(io_err(format!("opening {}", dp.log.display())))?;
         cmd.current_dir(dir)
             .stdin(std::process::Stdio::null())
@@ -221,6 +222,42 @@ impl DataPlane {
         if let Some(child) = lock(&self.child).as_mut() {
             let _ = child.start_kill();
         }
+    }
+
+    /// Terminates the data plane as its pod's termination does: the driver's shutdown (preStop,
+    /// signal), then SIGKILL to the whole group at the end of the pod's grace period.
+    pub async fn terminate(&self, spec: &IngressSpec) -> TerminationRecord {
+        let grace = self.controller.info().shutdown.grace.value;
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut record = TerminationRecord {
+            pod: format!("{} data plane", self.controller),
+            started: Some(SystemTime::now()),
+            ..TerminationRecord::default()
+        };
+        match tokio::time::timeout_at(deadline, self.driver.shutdown(spec, &self.base, self.pid)).await {
+            Ok(Ok(marks)) => {
+                record.prestop_done = marks.prestop_done;
+                record.sigterm = Some(marks.signalled);
+            }
+            Ok(Err(e)) => tracing::warn!(controller = %self.controller, error = %e, "data-plane shutdown failed"),
+            Err(_) => tracing::warn!(controller = %self.controller, "data-plane shutdown outlasted the grace period"),
+        }
+        let child = lock(&self.child).take();
+        if let Some(mut child) = child {
+            let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    record.sigkill = Some(SystemTime::now());
+                    let _ = signal_group(self.pid, Signal::SIGKILL);
+                    child.wait().await
+                }
+            };
+            record.exit_status = status.ok().map(super::process::exit_text);
+        }
+        // Workers or old processes of the group outlive the master only until the grace ends.
+        let _ = signal_group(self.pid, Signal::SIGKILL);
+        record.exited = Some(SystemTime::now());
+        record
     }
 
     pub async fn wait_exit(&self, limit: Duration) {

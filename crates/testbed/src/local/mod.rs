@@ -750,6 +750,21 @@ impl Deployment for LocalDeployment {
         Ok(())
     }
 
+    async fn terminate_data_plane(&self) -> crate::env::Result<Termination> {
+        let (tx, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let record = inner.data_plane.terminate(&inner.spec).await;
+            let _ = tx.send(Ok(record));
+        });
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+        Ok(Termination::new(format!("{} data plane", self.inner.controller), rx))
+    }
+
     async fn pod_metrics(&self, pod: &str) -> crate::env::Result<String> {
         let addr = self
             .inner

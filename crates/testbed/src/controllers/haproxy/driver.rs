@@ -22,11 +22,12 @@ use model::IngressSpec;
 use probe::ProbeOptions;
 
 use super::config::{self, MapRows, RouteMap};
-use crate::controllers::Driver;
-use crate::local::process::children_of;
+use crate::controllers::{Driver, ShutdownMarks};
+use crate::local::process::{children_of, signal};
 use crate::local::{LocalError, READY_TIMEOUT, Result, io_err, master_workers, runtime_api, write_file};
 use crate::ready::{self, Check, WaitFor};
 use crate::render::local::LocalContext;
+use nix::sys::signal::Signal;
 
 #[derive(Debug, Default)]
 pub(super) struct HaproxyDriver {
@@ -138,7 +139,7 @@ impl Driver for HaproxyDriver {
         Ok(())
     }
 
-    fn args(&self, ctx: &LocalContext) -> Vec<OsString> {
+    fn args(&self, _spec: &IngressSpec, ctx: &LocalContext) -> Vec<OsString> {
         vec![
             "-W".into(),
             "-S".into(),
@@ -220,6 +221,18 @@ impl Driver for HaproxyDriver {
         self.changes.fetch_add(1, Ordering::SeqCst);
         self.write_files(spec, ctx)?;
         self.reload(ctx).await
+    }
+
+    /// No preStop; s6-overlay's stage 3 sends HAProxy's master SIGTERM: a hard stop.
+    async fn shutdown(&self, _spec: &IngressSpec, _ctx: &LocalContext, pid: u32) -> Result<ShutdownMarks> {
+        signal(pid, Signal::SIGTERM).map_err(|source| LocalError::Signal {
+            what: "the HAProxy master (SIGTERM)".to_owned(),
+            source,
+        })?;
+        Ok(ShutdownMarks {
+            prestop_done: None,
+            signalled: std::time::SystemTime::now(),
+        })
     }
 
     fn workers(&self, pid: u32) -> Vec<u32> {

@@ -21,7 +21,7 @@ use serde_json::json;
 use self::timeouts::Scope;
 use super::{ControllerChange, ControllerImpl, Driver};
 use crate::render::kind::{
-    ControllerInstall, ControllerSettings, HelmCommon, config_map_settings, drain_limit, duration_value,
+    ControllerInstall, ControllerSettings, HelmCommon, RenderOptions, config_map_settings, drain_limit, duration_value,
 };
 use crate::render::local::LocalContext;
 
@@ -109,7 +109,7 @@ impl ControllerImpl for Haproxy {
     /// `timeout-queue` in the ConfigMap: a `defaults` key, which the controller reloads for
     /// (pkg/controller/global.go `defaultsCfg`: "Defaults config updated"); it logs
     /// "HAProxy reloaded" once the reload succeeded (pkg/controller/controller.go `updateHAProxy`).
-    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+    fn controller_change(&self, _spec: &IngressSpec, _opts: &RenderOptions, serial: u32) -> ControllerChange {
         let value = config::changed_queue_timeout(serial + 1);
         ControllerChange::ConfigMap {
             data: BTreeMap::from([(config::CHANGED_KEY.to_owned(), duration_value(value))]),
@@ -117,11 +117,11 @@ impl ControllerImpl for Haproxy {
         }
     }
 
-    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {
+    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(String, String)>, Unsupported> {
         let slots: Vec<_> = ctx.backends.pods.iter().copied().map(Some).collect();
-        let mut files = vec![("haproxy.cfg", config::render(spec, ctx, &slots)?)];
+        let mut files = vec![("haproxy.cfg".to_owned(), config::render(spec, ctx, &slots)?)];
         for (map, rows) in config::route_maps(spec, ctx) {
-            files.push((map.relative_path(), config::map_file_text(&rows)));
+            files.push((map.relative_path().to_owned(), config::map_file_text(&rows)));
         }
         Ok(files)
     }

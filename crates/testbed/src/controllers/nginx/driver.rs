@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::config;
-use crate::controllers::Driver;
+use crate::controllers::{Driver, ShutdownMarks};
 use crate::local::process::{children_of, signal};
 use crate::local::{LocalError, READY_TIMEOUT, Result, io_err, write_file};
 use crate::ready::{self, Check, WaitFor};
@@ -145,7 +145,7 @@ impl Driver for NginxDriver {
         Ok(())
     }
 
-    fn args(&self, ctx: &LocalContext) -> Vec<OsString> {
+    fn args(&self, _spec: &IngressSpec, ctx: &LocalContext) -> Vec<OsString> {
         vec![
             "-p".into(),
             ctx.runtime_dir.clone().into(),
@@ -236,6 +236,19 @@ impl Driver for NginxDriver {
         })
         .await
         .map_err(LocalError::from)
+    }
+
+    /// `/wait-shutdown` makes the controller run `nginx -s quit`: SIGQUIT to the master. Workers
+    /// close their listeners and keep open connections until `worker_shutdown_timeout`.
+    async fn shutdown(&self, _spec: &IngressSpec, _ctx: &LocalContext, pid: u32) -> Result<ShutdownMarks> {
+        signal(pid, Signal::SIGQUIT).map_err(|source| LocalError::Signal {
+            what: "the nginx master (quit)".to_owned(),
+            source,
+        })?;
+        Ok(ShutdownMarks {
+            prestop_done: None,
+            signalled: std::time::SystemTime::now(),
+        })
     }
 
     fn workers(&self, pid: u32) -> Vec<u32> {

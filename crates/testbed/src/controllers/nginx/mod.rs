@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{ControllerChange, ControllerImpl, Driver};
 use crate::render::kind::{
-    ControllerInstall, ControllerSettings, HelmCommon, config_map_settings, drain_limit, duration_value,
+    ControllerInstall, ControllerSettings, HelmCommon, RenderOptions, config_map_settings, drain_limit, duration_value,
 };
 use crate::render::local::LocalContext;
 
@@ -123,7 +123,7 @@ impl ControllerImpl for Nginx {
     /// `keep-alive` (whole seconds) in the ConfigMap: the controller reloads for any ConfigMap
     /// change (internal/ingress/controller/controller.go `syncIngress`) and logs "Backend
     /// successfully reloaded" once it did.
-    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+    fn controller_change(&self, _spec: &IngressSpec, _opts: &RenderOptions, serial: u32) -> ControllerChange {
         let value = config::changed_keep_alive(serial + 1).as_secs().to_string();
         ControllerChange::ConfigMap {
             data: BTreeMap::from([(config::CHANGED_KEY.to_owned(), value)]),
@@ -131,10 +131,10 @@ impl ControllerImpl for Nginx {
         }
     }
 
-    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {
+    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(String, String)>, Unsupported> {
         Ok(vec![
-            ("nginx.conf", config::render(spec, ctx)?),
-            (config::SCRIPT_FILE, config::SCRIPT.to_owned()),
+            ("nginx.conf".to_owned(), config::render(spec, ctx)?),
+            (config::SCRIPT_FILE.to_owned(), config::SCRIPT.to_owned()),
         ])
     }
 

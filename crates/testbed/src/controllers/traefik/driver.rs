@@ -15,11 +15,13 @@ use model::IngressSpec;
 use probe::ProbeOptions;
 
 use super::config;
-use crate::controllers::Driver;
+use crate::controllers::{Driver, ShutdownMarks};
 use crate::local::READY_TIMEOUT;
+use crate::local::process::signal;
 use crate::local::{LocalError, Result, io_err, write_file};
 use crate::ready::{self, Accept, WaitFor};
 use crate::render::local::LocalContext;
+use nix::sys::signal::Signal;
 
 #[derive(Debug)]
 pub(super) struct TraefikDriver {
@@ -83,7 +85,7 @@ impl TraefikDriver {
 
 #[async_trait]
 impl Driver for TraefikDriver {
-    fn args(&self, ctx: &LocalContext) -> Vec<OsString> {
+    fn args(&self, _spec: &IngressSpec, ctx: &LocalContext) -> Vec<OsString> {
         let mut arg = OsString::from("--configFile=");
         arg.push(ctx.runtime_dir.join("traefik.yaml"));
         vec![arg]
@@ -127,6 +129,18 @@ impl Driver for TraefikDriver {
     ) -> Result<()> {
         self.changes.fetch_add(1, Ordering::SeqCst);
         self.push(spec, ctx, probe).await
+    }
+
+    /// No preStop; the kubelet's SIGTERM reaches Traefik (PID 1).
+    async fn shutdown(&self, _spec: &IngressSpec, _ctx: &LocalContext, pid: u32) -> Result<ShutdownMarks> {
+        signal(pid, Signal::SIGTERM).map_err(|source| LocalError::Signal {
+            what: "Traefik (SIGTERM)".to_owned(),
+            source,
+        })?;
+        Ok(ShutdownMarks {
+            prestop_done: None,
+            signalled: std::time::SystemTime::now(),
+        })
     }
 
     fn workers(&self, pid: u32) -> Vec<u32> {

@@ -17,7 +17,9 @@ use model::{Affinity, Controller, IngressSpec, Unsupported};
 use serde_json::json;
 
 use super::{ControllerChange, ControllerImpl, Driver};
-use crate::render::kind::{ControllerInstall, ControllerSettings, HelmCommon, drain_limit, duration_value};
+use crate::render::kind::{
+    ControllerInstall, ControllerSettings, HelmCommon, RenderOptions, drain_limit, duration_value,
+};
 use crate::render::local::LocalContext;
 
 #[derive(Debug)]
@@ -131,7 +133,7 @@ impl ControllerImpl for Traefik {
     /// logged at the chart's log level; the provider pushes a change at once and then at most one
     /// per `providersThrottleDuration` (2 s: cmd/configuration.go); the environment waits for a
     /// marker route that rides in the same Ingress update.
-    fn controller_change(&self, _spec: &IngressSpec, serial: u32) -> ControllerChange {
+    fn controller_change(&self, _spec: &IngressSpec, _opts: &RenderOptions, serial: u32) -> ControllerChange {
         ControllerChange::IngressAnnotations {
             annotations: BTreeMap::from([(
                 config::CHANGED_ANNOTATION.to_owned(),
@@ -140,11 +142,11 @@ impl ControllerImpl for Traefik {
         }
     }
 
-    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(&'static str, String)>, Unsupported> {
+    fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(String, String)>, Unsupported> {
         Ok(vec![
-            ("traefik.yaml", config::render_static(spec, ctx)?),
+            ("traefik.yaml".to_owned(), config::render_static(spec, ctx)?),
             (
-                config::DYNAMIC_FILE,
+                config::DYNAMIC_FILE.to_owned(),
                 config::render_dynamic(spec, ctx, &ctx.backends.pods, 1)?,
             ),
         ])

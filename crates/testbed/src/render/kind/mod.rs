@@ -95,6 +95,10 @@ pub struct RenderOptions {
     pub tls: Option<TlsMaterial>,
     /// Source range of API-server-proxied `/metrics` requests.
     pub metrics_scrape_cidr: String,
+    /// The sample app `cargo xtask up` leaves running: reachable inside the cluster only where a
+    /// controller gives each deployment its own data plane (Envoy Gateway), so that the tests'
+    /// data planes can take the host ports.
+    pub sample: bool,
 }
 
 impl RenderOptions {
@@ -104,6 +108,7 @@ impl RenderOptions {
             image: DEFAULT_IMAGE.to_owned(),
             tls: None,
             metrics_scrape_cidr: KIND_NODE_CIDR.to_owned(),
+            sample: false,
         }
     }
 }
@@ -133,6 +138,8 @@ pub enum ControllerSettings {
         managed_prefixes: &'static [&'static str],
         args: Vec<String>,
     },
+    /// None: every knob rides on the deployment's own objects (Gateway API and its policies).
+    None,
 }
 
 /// A [`ControllerSettings::ConfigMap`] for `install`'s ConfigMap.
@@ -159,7 +166,11 @@ pub struct KindObjects {
     pub controller: Controller,
     pub deployment: Deployment,
     pub service: Service,
-    pub ingress: Ingress,
+    /// The Ingress, for a controller driven through one.
+    pub ingress: Option<Ingress>,
+    /// The controller's own routing objects instead (Gateway API and its policies), as YAML
+    /// documents in apply order.
+    pub routing_objects: Option<String>,
     pub network_policy: NetworkPolicy,
     pub tls_secret: Option<Secret>,
     pub settings: ControllerSettings,
@@ -176,8 +187,17 @@ impl KindObjects {
         docs.push(to_yaml_doc(&self.deployment));
         docs.push(to_yaml_doc(&self.service));
         docs.push(to_yaml_doc(&self.network_policy));
-        docs.push(to_yaml_doc(&self.ingress));
+        docs.extend(self.routing_yaml());
         docs.join("---\n")
+    }
+
+    /// What routes to the ws-echo Service: the Ingress, or the controller's own objects.
+    pub fn routing_yaml(&self) -> Option<String> {
+        match (&self.ingress, &self.routing_objects) {
+            (_, Some(objects)) => Some(objects.clone()),
+            (Some(ingress), None) => Some(to_yaml_doc(ingress)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -193,11 +213,13 @@ pub fn render(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) 
         (true, Some(tls)) => Some(tls_secret(opts, tls)),
         _ => None,
     };
+    let routing_objects = controllers::of(controller).routing_objects(spec, opts)?;
     Ok(KindObjects {
         controller,
         deployment: deployment(controller, spec, opts),
         service: service(controller, spec, opts),
-        ingress: ingress(controller, spec, opts),
+        ingress: routing_objects.is_none().then(|| ingress(controller, spec, opts)),
+        routing_objects,
         network_policy: network_policy(controller, opts),
         tls_secret,
         settings: controller_settings(controller, spec),
@@ -643,7 +665,14 @@ mod tests {
     #[track_caller]
     fn check_annotation(controller: Controller, spec: &IngressSpec, key: &str, value: Option<&str>) {
         let objs = render(controller, spec, &opts()).expect("renders");
-        let mut all = objs.ingress.metadata.annotations.clone().unwrap_or_default();
+        let mut all = objs
+            .ingress
+            .as_ref()
+            .unwrap()
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default();
         all.extend(objs.service.metadata.annotations.clone().unwrap_or_default());
         assert_eq!(all.get(key).map(String::as_str), value, "{key} in {all:?}");
     }
@@ -704,7 +733,7 @@ mod tests {
             haproxy.service.metadata.annotations.unwrap()["haproxy.org/cookie-persistence"],
             "SID"
         );
-        let ing = haproxy.ingress.metadata.annotations.unwrap_or_default();
+        let ing = haproxy.ingress.unwrap().metadata.annotations.unwrap_or_default();
         assert!(
             !ing.contains_key("haproxy.org/cookie-persistence"),
             "set once, on the Service: {ing:?}"
@@ -894,6 +923,6 @@ mod tests {
         let mut ports: Vec<u16> = installs().flat_map(|i| [i.http_port, i.https_port]).collect();
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), 6);
+        assert_eq!(ports.len(), Controller::ALL.len() * 2);
     }
 }
