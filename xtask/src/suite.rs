@@ -15,12 +15,16 @@ use crate::tools;
 /// Which trials run: `--controller` and `--filter`, shared by e2e and soak.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Selection {
-    /// Controllers to test, repeatable (nginx, traefik, haproxy; default all).
+    /// Controllers to test, repeatable (nginx, traefik, haproxy, envoy-gateway; default all).
     #[arg(long = "controller", value_name = "NAME")]
     pub controllers: Vec<Controller>,
     /// Only behaviours whose name matches this (a regular expression).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Also the slow tier: behaviours that wait minutes (a controller's default idle timeout,
+    /// where it is at most 5 minutes).
+    #[arg(long)]
+    pub slow: bool,
 }
 
 impl Selection {
@@ -98,10 +102,12 @@ pub fn run(
     let _results = sh.push_env("TESTBED_RESULTS_DIR", results);
     let _vars: Vec<_> = env_vars.iter().map(|(key, value)| sh.push_env(key, value)).collect();
     let (profile, filter) = (profile(env), selection.filterset());
+    // The slow tier's trials are ignored ones (crates/suite/tests/behaviours.rs).
+    let tier: &[&str] = if selection.slow { &["--run-ignored", "all"] } else { &[] };
     let started = Instant::now();
     let nextest = cmd!(
         sh,
-        "{cargo} nextest run --package suite --profile {profile} -E {filter}"
+        "{cargo} nextest run --package suite --profile {profile} -E {filter} {tier...}"
     )
     .run()
     .context("running the behaviour suite with nextest");
@@ -125,6 +131,7 @@ mod tests {
         let selection = Selection {
             controllers: vec![Controller::Nginx, Controller::Haproxy],
             filter: Some("idle".into()),
+            slow: false,
         };
         assert_eq!(
             selection.filterset(),
@@ -137,6 +144,7 @@ mod tests {
         let selection = Selection {
             controllers: Vec::new(),
             filter: None,
+            slow: false,
         };
         assert_eq!(
             selection.filterset(),

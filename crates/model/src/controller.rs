@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control_loop::ControlLoop;
+use std::time::Duration;
+
+use crate::control_loop::{ControlLoop, Sourced};
 use crate::controllers::{envoy_gateway, haproxy, nginx, traefik};
 use crate::shutdown::DataPlaneShutdown;
 use crate::spec::{IngressSpec, Unsupported};
@@ -73,6 +75,9 @@ pub struct ControllerInfo {
     pub control_loop: ControlLoop,
     /// How its data-plane pod ends: the sequence the local environment runs.
     pub shutdown: DataPlaneShutdown,
+    /// With nothing configured, how long an idle WebSocket lasts before the data plane ends it
+    /// (`None`: nothing ends it).
+    pub default_idle: Sourced<Option<Duration>>,
     /// What the controller can express of a spec, in any environment.
     pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
 }

@@ -28,13 +28,14 @@ pub fn render(report: &Report, extra_sections: &[String]) -> String {
     );
     if !report.versions.is_empty() {
         out.push_str(
-            "<table><tr><th>controller</th><th>controller version</th><th>data plane that ran</th><th>what the controller ships</th><th>control loop (model)</th></tr>",
+            "<table><tr><th>controller</th><th>driven through</th><th>controller version</th><th>data plane that ran</th><th>what the controller ships</th><th>control loop (model)</th></tr>",
         );
         for (name, v) in &report.versions {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
+                esc(v.api.as_deref().unwrap_or("—")),
                 esc(&v.controller),
                 esc(&v.data_plane),
                 esc(v.shipped.as_deref().unwrap_or("—")),

@@ -58,12 +58,13 @@ pub fn render(report: &Report) -> String {
     if !report.versions.is_empty() {
         let _ = writeln!(
             out,
-            "| controller | controller version | data plane that ran | what the controller ships | control loop (model) |\n|---|---|---|---|---|"
+            "| controller | driven through | controller version | data plane that ran | what the controller ships | control loop (model) |\n|---|---|---|---|---|---|"
         );
         for (name, v) in &report.versions {
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} |",
+                escape(v.api.as_deref().unwrap_or("—")),
                 escape(&v.controller),
                 escape(&v.data_plane),
                 escape(v.shipped.as_deref().unwrap_or("—")),

@@ -240,6 +240,9 @@ pub struct RunVersions {
     /// The controller's control loop as the local environment models it (pacing, poll, sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_loop: Option<String>,
+    /// The API it was driven through: "Ingress" or "Gateway API".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }
 
 /// A whole run: `report.json`.

@@ -57,6 +57,9 @@ pub struct Behaviour {
     pub test: TestFn,
     /// Only a real cluster can show it; `local` reports it as not applicable, with this reason.
     pub kubernetes_only: Option<&'static str>,
+    /// The controllers for which it belongs to the slow tier (minutes of waiting): their trials
+    /// are ignored unless asked for (`cargo xtask e2e --slow`, nextest `--run-ignored`).
+    pub slow: Option<fn(Controller) -> bool>,
 }
 
 impl Behaviour {

@@ -23,6 +23,8 @@ use crate::profile;
 
 /// Longest a behaviour may take before it is failed (nextest kills later still).
 const CASE_TIMEOUT: Duration = Duration::from_secs(150);
+/// The same for the slow tier, which waits up to 5 minutes and a half for one default.
+const SLOW_CASE_TIMEOUT: Duration = Duration::from_secs(400);
 
 /// What a running test can use and record.
 #[derive(Clone)]
@@ -174,7 +176,11 @@ pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Resul
 
     match (env, behaviour.kubernetes_only) {
         (EnvKind::Local, Some(reason)) => not_measured(&mut result, Outcome::NotApplicable, reason.to_owned()),
-        _ => measure(&mut result, env, controller, &(behaviour.spec)(), behaviour.test).await,
+        _ => {
+            let slow = behaviour.slow.is_some_and(|applies| applies(controller));
+            let limit = if slow { SLOW_CASE_TIMEOUT } else { CASE_TIMEOUT };
+            measure(&mut result, env, controller, &(behaviour.spec)(), behaviour.test, limit).await
+        }
     }
     result.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     write_result(&result);
@@ -198,7 +204,14 @@ pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Resul
     }
 }
 
-async fn measure(result: &mut BehaviourResult, env: EnvKind, controller: Controller, spec: &IngressSpec, test: TestFn) {
+async fn measure(
+    result: &mut BehaviourResult,
+    env: EnvKind,
+    controller: Controller,
+    spec: &IngressSpec,
+    test: TestFn,
+    limit: Duration,
+) {
     let environment = match testbed::env::from_env().await {
         Ok(e) => e,
         Err(err) => return fail(result, format!("opening the {env} environment: {}", chain(&err))),
@@ -227,7 +240,7 @@ async fn measure(result: &mut BehaviourResult, env: EnvKind, controller: Control
         t0: Instant::now(),
         t0_unix_ms: unix_ms(),
     };
-    let outcome = tokio::time::timeout(CASE_TIMEOUT, test(ctx.clone())).await;
+    let outcome = tokio::time::timeout(limit, test(ctx.clone())).await;
     {
         let mut record = ctx.lock();
         result.figures = std::mem::take(&mut record.figures);
@@ -245,7 +258,7 @@ async fn measure(result: &mut BehaviourResult, env: EnvKind, controller: Control
             result.observed = observed;
         }
         Ok(Err(err)) => fail(result, format!("{err:#}")),
-        Err(_) => fail(result, format!("the test did not finish within {CASE_TIMEOUT:?}")),
+        Err(_) => fail(result, format!("the test did not finish within {limit:?}")),
     }
     // Tear down here (the last handle drops), so the next test starts clean.
     drop(ctx);
@@ -314,6 +327,7 @@ fn write_versions(controller: Controller, versions: &Versions) {
         data_plane: versions.data_plane.clone(),
         shipped: Some(format!("{} ({})", info.ships, info.ships_source)),
         control_loop: Some(info.control_loop.summary()),
+        api: Some(info.api.to_string()),
     };
     let _ = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::write(

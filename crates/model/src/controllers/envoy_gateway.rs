@@ -58,6 +58,12 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/envoyproxy/gateway/blob/v1.9.0/internal/infrastructure/kubernetes/proxy/resource_provider.go",
         },
     },
+    // Envoy's stream idle timeout, 5 min, which Envoy Gateway leaves in place unless a
+    // ClientTrafficPolicy or BackendTrafficPolicy sets streamIdleTimeout.
+    default_idle: Sourced {
+        value: Some(Duration::from_secs(300)),
+        source: "https://github.com/envoyproxy/gateway/blob/v1.9.0/api/v1alpha1/timeout_types.go",
+    },
     check,
 };
 

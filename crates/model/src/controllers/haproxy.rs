@@ -53,6 +53,11 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/haproxytech/helm-charts/blob/kubernetes-ingress-1.49.0/kubernetes-ingress/values.yaml",
         },
     },
+    // `timeout tunnel` 1 h in the controller's defaults.
+    default_idle: Sourced {
+        value: Some(Duration::from_secs(3600)),
+        source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/haproxy/env/defaults.go",
+    },
     check,
 };
 

@@ -58,6 +58,11 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/kubernetes/ingress-nginx/blob/helm-chart-4.15.1/charts/ingress-nginx/values.yaml",
         },
     },
+    // proxy-read-timeout "60": nginx's proxy_read_timeout ends an upgraded connection idle for 60 s.
+    default_idle: Sourced {
+        value: Some(Duration::from_secs(60)),
+        source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/config/config.go",
+    },
     check,
 };
 

@@ -51,6 +51,12 @@ pub static INFO: ControllerInfo = ControllerInfo {
             source: "https://github.com/traefik/traefik-helm-chart/blob/v39.0.8/traefik/values.yaml",
         },
     },
+    // No timer ends an upgraded connection: the entry point's respondingTimeouts do not reach a
+    // hijacked WebSocket (measured: an idle one outlives a 3 s readTimeout/idleTimeout).
+    default_idle: Sourced {
+        value: None,
+        source: "https://github.com/traefik/traefik/blob/v3.6.13/pkg/server/server_entrypoint_tcp.go",
+    },
     check,
 };
 

@@ -25,6 +25,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(3),
         test: |ctx| Box::pin(no_affinity_spreads_connections(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -34,6 +35,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::CookieAffinity],
         spec: || IngressSpec::new(3).with_affinity(cookie()),
         test: |ctx| Box::pin(cookie_affinity_pins_reconnects(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -43,6 +45,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::ClientIpAffinity],
         spec: || IngressSpec::new(3).with_affinity(Affinity::ClientIp),
         test: |ctx| Box::pin(client_ip_affinity_pins_by_source(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -52,6 +55,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::CookieAffinity],
         spec: || IngressSpec::new(3).with_affinity(cookie()).with_drain(quick_drain()),
         test: |ctx| Box::pin(cookie_affinity_moves_when_pod_dies(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -61,6 +65,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::CookieAffinity],
         spec: || IngressSpec::new(3).with_affinity(cookie()),
         test: |ctx| Box::pin(polling_session_needs_affinity(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
 ];

@@ -25,6 +25,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
             spec
         },
         test: |ctx| Box::pin(service_session_affinity_is_bypassed(ctx)),
+        slow: None,
         kubernetes_only: Some(
             "Service sessionAffinity is implemented by kube-proxy, which the local environment does not have",
         ),
@@ -41,6 +42,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
             spec
         },
         test: |ctx| Box::pin(publish_not_ready_addresses_keeps_terminating_pod_routable(ctx)),
+        slow: None,
         kubernetes_only: Some("publishNotReadyAddresses is an EndpointSlice behaviour of a real cluster"),
     },
 ];

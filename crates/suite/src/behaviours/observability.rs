@@ -15,6 +15,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[Behaviour {
     features: &[],
     spec: || IngressSpec::new(3),
     test: |ctx| Box::pin(metrics_count_active_connections(ctx)),
+    slow: None,
     kubernetes_only: None,
 }];
 

@@ -23,6 +23,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(2).with_drain(quick_drain()),
         test: |ctx| Box::pin(connection_survives_endpoint_change(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -34,6 +35,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(1).with_drain(quick_drain()),
         test: |ctx| Box::pin(scale_up_leaves_existing_connections(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -44,6 +46,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
         test: |ctx| Box::pin(connection_survives_route_added(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -51,10 +54,11 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         area: Area::Reloads,
         description: "The data plane's own pod is terminated (a controller upgrade), data-plane drain limit 5 s: \
                       when and how an open WebSocket ends (close frame or not), and whether new connections \
-                      are refused meanwhile.",
+                      are refused meanwhile (refused: none accepted later than 1 s after the signal).",
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(2).with_data_plane_drain_limit(DRAIN_LIMIT),
         test: |ctx| Box::pin(connection_fate_on_data_plane_termination(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -65,6 +69,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
         test: |ctx| Box::pin(connection_fate_on_controller_reload(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
 ];
@@ -94,6 +99,9 @@ async fn connection_survives_endpoint_change(ctx: Ctx) -> anyhow::Result<String>
     ctx.key_figure(format!("{kept}/{on_survivors} kept"));
     Ok(if kept == on_survivors { "untouched" } else { "cut" }.to_owned())
 }
+
+/// New connections count as refused when none was accepted later than this after the signal.
+const REFUSED_WITHIN: Duration = Duration::from_secs(1);
 
 /// How many connections `scale_up_leaves_existing_connections` holds and then opens.
 const HELD: usize = 10;
@@ -188,7 +196,10 @@ async fn connection_fate_on_data_plane_termination(ctx: Ctx) -> anyhow::Result<S
         &format!("of {}", report.attempts.len()),
     );
     ctx.figure("last_new_connection_accepted", last_accepted, "ms");
-    let new = if accepted == 0 { "refused" } else { "accepted" };
+    // The signal reaches the data plane asynchronously: a connection accepted in the first
+    // moments after it is not the data plane accepting connections while it drains.
+    let refused = last_accepted < REFUSED_WITHIN.as_secs_f64() * 1000.0;
+    let new = if refused { "refused" } else { "accepted" };
     ctx.key_figure(if accepted == 0 {
         format!("{word} at {}; new connections refused", secs(ended))
     } else {

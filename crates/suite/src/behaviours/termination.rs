@@ -27,6 +27,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
             )
         },
         test: |ctx| Box::pin(existing_connection_survives_prestop(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -37,6 +38,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(3).with_drain(covering_drain()),
         test: |ctx| Box::pin(no_new_connections_to_terminating_pod(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -46,6 +48,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(2).with_drain(termination()),
         test: |ctx| Box::pin(server_close_1001_reaches_client(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -55,6 +58,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(2).with_drain(termination()),
         test: |ctx| Box::pin(client_reconnects_to_new_pod(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -65,6 +69,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(3).with_drain(covering_drain()),
         test: |ctx| Box::pin(rolling_update_has_no_failed_handshakes(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -75,6 +80,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(3).with_drain(no_prestop()),
         test: |ctx| Box::pin(rolling_update_has_no_failed_handshakes(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -84,6 +90,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(2).with_drain(termination()),
         test: |ctx| Box::pin(no_message_loss_across_rollout(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -98,6 +105,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
             })
         },
         test: |ctx| Box::pin(sigkill_after_grace_ends_connection_abnormally(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -109,6 +117,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         // connection instead of cutting it off.
         spec: || IngressSpec::new(3).with_drain(covering_drain()),
         test: |ctx| Box::pin(endpoint_removal_lag(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
 ];

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use model::{IngressSpec, PodSettings};
+use model::{Controller, IngressSpec, PodSettings};
 use probe::{hold_idle, hold_pinging};
 
 use super::support::{connect, end_word, secs, ticking};
@@ -15,7 +15,32 @@ use crate::harness::Ctx;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The slow tier waits for a default idle timeout up to this long; longer ones are shown from the
+/// controller's facts, not waited for.
+const SLOW_TIER_LIMIT: Duration = Duration::from_secs(300);
+
+/// Whether `controller`'s default idle timeout is one the slow tier waits for.
+fn waits_for_default(controller: Controller) -> bool {
+    controller
+        .info()
+        .default_idle
+        .value
+        .is_some_and(|d| d <= SLOW_TIER_LIMIT)
+}
+
 pub(super) const BEHAVIOURS: &[Behaviour] = &[
+    Behaviour {
+        name: "default_idle_timeout",
+        area: Area::Timeouts,
+        description: "Nothing configured, no traffic either way: whether the controller's default ends an idle \
+                      WebSocket, when and how. Waited for (slow tier, `cargo xtask e2e --slow`) where the default \
+                      is at most 5 minutes; longer defaults are shown with their source, not waited for.",
+        features: &[],
+        spec: || IngressSpec::new(1),
+        test: |ctx| Box::pin(default_idle_timeout(ctx)),
+        slow: Some(waits_for_default),
+        kubernetes_only: None,
+    },
     Behaviour {
         name: "idle_connection_closed_at_timeout",
         area: Area::Timeouts,
@@ -23,6 +48,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::IdleTimeout],
         spec: || IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT),
         test: |ctx| Box::pin(hold_idle_for_three_timeouts(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -37,6 +63,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
             )
         },
         test: |ctx| Box::pin(hold_idle_for_three_timeouts(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -53,6 +80,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
                 })
         },
         test: |ctx| Box::pin(hold_idle_for_three_timeouts(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -62,6 +90,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::IdleTimeout],
         spec: || IngressSpec::new(1).with_idle_timeout(IDLE_TIMEOUT),
         test: |ctx| Box::pin(hold_pinging_for_three_timeouts(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
 ];
@@ -99,4 +128,32 @@ async fn hold_and_observe(ctx: &Ctx, client_pings: bool, hold: Duration) -> anyh
         return Ok(format!("{word}-early"));
     }
     Ok(word)
+}
+
+async fn default_idle_timeout(ctx: Ctx) -> anyhow::Result<String> {
+    let controller = ctx.deployment.controller();
+    let default = controller.info().default_idle;
+    let mut conn = connect(&ctx, &ctx.probe("/ws")).await?;
+    let Some(limit) = default.value.filter(|_| waits_for_default(controller)) else {
+        let what = default
+            .value
+            .map_or("no default idle timeout".to_owned(), |d| format!("default {}", secs(d)));
+        ctx.key_figure(format!("{what} ({}): not waited for", default.source));
+        return Ok("not-waited".to_owned());
+    };
+    ctx.marker(format!("idle; the default is {}", secs(limit)));
+    let outcome = hold_idle(&mut conn, limit + Duration::from_secs(30)).await;
+    ctx.lane("idle connection", conn.timeline());
+    let word = end_word(&outcome.end);
+    ctx.figure("ended_after", outcome.after.as_secs_f64(), "s");
+    ctx.key_figure(format!("{word} at {} (default {})", secs(outcome.after), secs(limit)));
+    // At the default: within 10 % of it (the data planes' timers are coarse).
+    let at_default = outcome.after.abs_diff(limit) <= limit / 10;
+    Ok(if word == "open" {
+        "open".to_owned()
+    } else if at_default {
+        format!("{word}-at-default")
+    } else {
+        format!("{word}-at-{:.0}s", outcome.after.as_secs_f64())
+    })
 }

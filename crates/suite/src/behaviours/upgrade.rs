@@ -19,6 +19,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(1),
         test: |ctx| Box::pin(upgrade_echoes_text_and_binary(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -28,6 +29,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(1),
         test: |ctx| Box::pin(upgrade_negotiates_subprotocol(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -37,6 +39,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(1),
         test: |ctx| Box::pin(plain_http_served_alongside(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -46,6 +49,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::Tls],
         spec: || IngressSpec::new(1).with_tls(),
         test: |ctx| Box::pin(wss_through_tls_termination(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -55,6 +59,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[],
         spec: || IngressSpec::new(1),
         test: |ctx| Box::pin(client_ip_forwarded(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
     Behaviour {
@@ -64,6 +69,7 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::ProxyProtocol],
         spec: || IngressSpec::new(1).with_proxy_protocol(),
         test: |ctx| Box::pin(proxy_protocol_preserves_client_ip(ctx)),
+        slow: None,
         kubernetes_only: None,
     },
 ];

@@ -1911,7 +1911,7 @@ mod tests {
         }
     }
 
-    /// Envoy 1.40 accepts what the renderer writes: `--mode validate` over the bootstrap with
+    /// The pinned Envoy accepts what the renderer writes: `--mode validate` over the bootstrap with
     /// every resource inlined, then a real start on the files (file-based LDS, RDS, CDS, EDS and
     /// SDS) until the server is live with every update accepted.
     #[rstest::rstest]
