@@ -149,7 +149,7 @@ pub(crate) async fn dial_recorded(
             "the URL is wss/https but no TLS configuration was given (ProbeOptions::tls)",
         ));
     };
-    let name = rustls::pki_types::ServerName::try_from(opts.host().to_owned())
+    let name = rustls::pki_types::ServerName::try_from(opts.sni.clone().unwrap_or_else(|| opts.host().to_owned()))
         .map_err(|e| DialFailure::new(ConnectStage::Tls, e))?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

@@ -27,6 +27,10 @@ pub struct ProbeOptions {
     pub proxy_client: Option<SocketAddr>,
     /// TLS client configuration (trusting the testbed CA); required for wss/https.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS server name when it is not the URL's host: a request for one host sent over a
+    /// connection whose certificate is another's (a marker host under the deployment's
+    /// certificate).
+    pub sni: Option<String>,
     /// Bound on dial + TLS + upgrade (+ hello when expected).
     pub handshake_timeout: Duration,
     /// Wait for ws-echo's hello frame as part of connecting.
@@ -65,6 +69,7 @@ impl ProbeOptions {
             source_ip: None,
             proxy_client: None,
             tls: None,
+            sni: None,
             handshake_timeout: Duration::from_secs(5),
             expect_hello: true,
             ws_config: WebSocketConfig::default(),

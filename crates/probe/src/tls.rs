@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 pub type Result<T, E = TlsError> = std::result::Result<T, E>;
 
@@ -43,6 +43,9 @@ pub struct TestCa {
     pub server_cert_pem: String,
     pub server_key_pem: String,
     ca_der: Vec<u8>,
+    /// What [`TestCa::issue`] signs with: the CA's parameters and key.
+    ca_params: CertificateParams,
+    ca_key_pem: String,
 }
 
 /// Where [`TestCa::write_to`] put the files.
@@ -68,31 +71,48 @@ impl TestCa {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(gen_err("CA key"))?;
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(gen_err("CA certificate"))?;
-
-        let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
-        let mut params = CertificateParams::new(names).map_err(gen_err("server certificate parameters"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, hosts.first().copied().unwrap_or("testbed"));
-        let key = KeyPair::generate().map_err(gen_err("server key"))?;
-        let cert = params.signed_by(&key, &ca).map_err(gen_err("server certificate"))?;
-
+        let ca_key_pem = ca_key.serialize_pem();
+        let ca = CertifiedIssuer::self_signed(ca_params.clone(), ca_key).map_err(gen_err("CA certificate"))?;
+        let (server_cert_pem, server_key_pem) = server_certificate(hosts, &ca)?;
         Ok(TestCa {
             ca_cert_pem: ca.pem(),
-            server_cert_pem: cert.pem(),
-            server_key_pem: key.serialize_pem(),
+            server_cert_pem,
+            server_key_pem,
             ca_der: ca.der().to_vec(),
+            ca_params,
+            ca_key_pem,
+        })
+    }
+
+    /// The same CA with another server certificate, for `hosts` (a second host's own
+    /// certificate, as another Ingress's TLS Secret holds it).
+    pub fn issue(&self, hosts: &[&str]) -> Result<Self> {
+        let key = KeyPair::from_pem(&self.ca_key_pem).map_err(|source| TlsError::Generate {
+            what: "CA key (reading it back)",
+            source,
+        })?;
+        let issuer = Issuer::new(self.ca_params.clone(), key);
+        let (server_cert_pem, server_key_pem) = server_certificate(hosts, &issuer)?;
+        Ok(TestCa {
+            server_cert_pem,
+            server_key_pem,
+            ..self.clone()
         })
     }
 
     /// Writes the PEM files into `dir` (keys 0600) and returns their paths.
     pub fn write_to(&self, dir: &Path) -> Result<TlsFiles> {
+        self.write_named(dir, "server")
+    }
+
+    /// [`TestCa::write_to`] with the server files named `<stem>.crt`, `<stem>.key` and
+    /// `<stem>.pem`, so that several certificates share a directory.
+    pub fn write_named(&self, dir: &Path, stem: &str) -> Result<TlsFiles> {
         let files = TlsFiles {
             ca_cert: dir.join("ca.crt"),
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-            server_bundle: dir.join("server.pem"),
+            server_cert: dir.join(format!("{stem}.crt")),
+            server_key: dir.join(format!("{stem}.key")),
+            server_bundle: dir.join(format!("{stem}.pem")),
         };
         let chain = format!("{}{}", self.server_cert_pem, self.ca_cert_pem);
         write_file(&files.ca_cert, &self.ca_cert_pem, 0o644)?;
@@ -169,6 +189,19 @@ impl TestCa {
     }
 }
 
+/// A server certificate for `hosts` signed by `issuer`, and its key (PEM).
+fn server_certificate(hosts: &[&str], issuer: &Issuer<'_, KeyPair>) -> Result<(String, String)> {
+    let gen_err = |what| move |source| TlsError::Generate { what, source };
+    let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+    let mut params = CertificateParams::new(names).map_err(gen_err("server certificate parameters"))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, hosts.first().copied().unwrap_or("testbed"));
+    let key = KeyPair::generate().map_err(gen_err("server key"))?;
+    let cert = params.signed_by(&key, issuer).map_err(gen_err("server certificate"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     let write = || -> std::io::Result<()> {
         let _ = fs::remove_file(path);
@@ -208,5 +241,58 @@ mod tests {
                 == 2
         );
         ca.client_config().unwrap();
+    }
+
+    /// Runs a TLS handshake in memory: whether `server` presents a certificate `client` accepts
+    /// for `host`.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: Arc<rustls::ServerConfig>,
+        host: &str,
+    ) -> std::result::Result<(), rustls::Error> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn an_issued_certificate_is_trusted_for_its_own_host_only() {
+        let ca = TestCa::generate(&["echo.testbed.local"]).unwrap();
+        let other = ca.issue(&["other.testbed.local"]).unwrap();
+        assert_eq!(other.ca_cert_pem, ca.ca_cert_pem);
+        assert_ne!(other.server_cert_pem, ca.server_cert_pem);
+        let client = ca.client_config().unwrap();
+        handshake(client.clone(), other.server_config().unwrap(), "other.testbed.local").unwrap();
+        handshake(client.clone(), ca.server_config().unwrap(), "echo.testbed.local").unwrap();
+        assert!(handshake(client, other.server_config().unwrap(), "echo.testbed.local").is_err());
+    }
+
+    #[test]
+    fn named_files_share_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::generate(&["echo.testbed.local"]).unwrap();
+        let first = ca.write_to(dir.path()).unwrap();
+        let second = ca
+            .issue(&["other.testbed.local"])
+            .unwrap()
+            .write_named(dir.path(), "other")
+            .unwrap();
+        assert_eq!(first.ca_cert, second.ca_cert);
+        assert_ne!(first.server_bundle, second.server_bundle);
+        assert!(first.server_bundle.exists() && second.server_bundle.exists());
     }
 }

@@ -154,6 +154,12 @@ pub trait Deployment: Send + Sync {
     /// Returns once the data plane serves the new route.
     async fn apply_unrelated_change(&self) -> Result<()>;
 
+    /// Adds another host to the data plane's own TLS listener, with its own certificate: another
+    /// Ingress with a `tls` section and its Secret (Envoy Gateway: another HTTPS listener on the
+    /// Gateway, same port, with its route). The kind of change that touches the listener. Needs
+    /// a spec with TLS. Returns once the new host answers with its certificate.
+    async fn apply_listener_change(&self) -> Result<()>;
+
     /// Applies a controller-wide configuration change the controller applies by reloading its
     /// data plane, where it reloads at all (where it never does, its nearest equivalent: a
     /// change it applies in process). The change itself touches no WebSocket; each controller

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use testbed::controllers::envoy_gateway::kind as eg;
 use testbed::kind::config::KindClusterConfig;
 use testbed::render::kind::{
-    ControllerSettings, HelmCommon, RenderOptions, TlsMaterial, helm_values, installs, render, sample_spec,
-    sample_specs, to_yaml_doc, unrelated_ingress,
+    ControllerSettings, HelmCommon, RenderOptions, TlsMaterial, deployment_host, helm_values, installs,
+    listener_change_yaml, render, sample_spec, sample_specs, to_yaml_doc, unrelated_ingress,
 };
 
 fn root() -> PathBuf {
@@ -281,6 +281,14 @@ fn rendered_streams() -> Vec<(String, String)> {
         out.push((
             format!("{controller}-unrelated"),
             to_yaml_doc(&unrelated_ingress(controller, &opts, 7)),
+        ));
+        // What `apply_listener_change` applies: the new Secret, then another Ingress with a `tls`
+        // section or the controller's own objects.
+        let mut tls_spec = IngressSpec::new(3).with_tls();
+        tls_spec.host = deployment_host(&opts.namespace);
+        out.push((
+            format!("{controller}-listener-change"),
+            listener_change_yaml(controller, &tls_spec, &opts, 7, &tls),
         ));
     }
     out
@@ -567,6 +575,10 @@ fn no_test_ingress_shares_a_route_with_the_sample_app() -> anyhow::Result<()> {
         let sample_routes = ingress_routes(&sample)?;
         ensure!(!sample_routes.is_empty(), "the {controller} sample has no Ingress rule");
         let mut seen: BTreeSet<_> = sample_routes.into_iter().collect();
+        let tls = TlsMaterial {
+            cert_chain_pem: String::new(),
+            key_pem: String::new(),
+        };
         for serial in [1, 2] {
             let namespace = namespace_name(controller, serial);
             let spec = spec_in_namespace(&IngressSpec::new(3), &namespace);
@@ -575,6 +587,8 @@ fn no_test_ingress_shares_a_route_with_the_sample_app() -> anyhow::Result<()> {
             let mut yaml = objects.to_yaml();
             yaml.push_str("---\n");
             yaml.push_str(&to_yaml_doc(&unrelated_ingress(controller, &opts, 0)));
+            yaml.push_str("---\n");
+            yaml.push_str(&testbed::render::kind::listener_change(controller, &opts, 0, &tls).to_yaml());
             for route in ingress_routes(&yaml)? {
                 ensure!(
                     seen.insert(route.clone()),

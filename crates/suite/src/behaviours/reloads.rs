@@ -1,5 +1,6 @@
 //! Reloads: endpoint changes (which never reload the data plane), a new route (which reloads some
-//! controllers) and a controller-wide change (which reloads every controller that reloads).
+//! controllers), a new TLS host on the listener (which touches the listener), a controller-wide
+//! change (which reloads every controller that reloads) and the data plane's own termination.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -46,6 +47,18 @@ pub(super) const BEHAVIOURS: &[Behaviour] = &[
         features: &[Feature::DataPlaneDrainLimit],
         spec: || IngressSpec::new(1).with_data_plane_drain_limit(DRAIN_LIMIT),
         test: |ctx| Box::pin(connection_survives_route_added(ctx)),
+        slow: None,
+        kubernetes_only: None,
+    },
+    Behaviour {
+        name: "connection_survives_listener_change",
+        area: Area::Reloads,
+        description: "Over TLS, another host with its own certificate joins the same port (a new Ingress with its \
+                      TLS Secret; Envoy Gateway: a new HTTPS listener hostname with its certificate and route), \
+                      data-plane drain limit 5 s: whether an open connection survives, and if not when it ends.",
+        features: &[Feature::Tls, Feature::DataPlaneDrainLimit],
+        spec: || IngressSpec::new(1).with_tls().with_data_plane_drain_limit(DRAIN_LIMIT),
+        test: |ctx| Box::pin(connection_survives_listener_change(ctx)),
         slow: None,
         kubernetes_only: None,
     },
@@ -168,6 +181,14 @@ async fn connection_survives_route_added(ctx: Ctx) -> anyhow::Result<String> {
     let changed_at = Instant::now();
     ctx.deployment.apply_unrelated_change().await?;
     fate_after_change(&ctx, conn, changed_at, "the new route").await
+}
+
+async fn connection_survives_listener_change(ctx: Ctx) -> anyhow::Result<String> {
+    let conn = connect(&ctx, &ctx.probe("/ws")).await?;
+    ctx.marker("new TLS host with its own certificate on the same port");
+    let changed_at = Instant::now();
+    ctx.deployment.apply_listener_change().await?;
+    fate_after_change(&ctx, conn, changed_at, "the new TLS host").await
 }
 
 async fn connection_fate_on_data_plane_termination(ctx: Ctx) -> anyhow::Result<String> {

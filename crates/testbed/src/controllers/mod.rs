@@ -67,6 +67,15 @@ pub trait ControllerImpl: Send + Sync + fmt::Debug {
         let _ = (spec, opts, serial);
         None
     }
+    /// `apply_listener_change`'s `serial`-th change when it is not another Ingress with a `tls`
+    /// section: the objects (YAML) that serve its host ([`crate::render::kind::listener_host`])
+    /// on the data plane's TLS listener with the certificate in its Secret
+    /// ([`crate::render::kind::listener_secret_name`], applied before them). `None` for a spec
+    /// without TLS too.
+    fn listener_routing(&self, spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Option<String> {
+        let _ = (spec, opts, serial);
+        None
+    }
     /// Objects `cargo xtask up` applies once after the chart (a GatewayClass), as YAML.
     fn cluster_objects(&self, common: &HelmCommon) -> Option<String> {
         let _ = common;

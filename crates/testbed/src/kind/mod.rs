@@ -231,10 +231,7 @@ impl Environment for KindEnv {
         let spec = &ops::spec_in_namespace(spec, &namespace);
         let mut opts = RenderOptions::new(&namespace);
         opts.image = self.image.clone();
-        opts.tls = Some(TlsMaterial {
-            cert_chain_pem: format!("{}{}", self.ca.server_cert_pem, self.ca.ca_cert_pem),
-            key_pem: self.ca.server_key_pem.clone(),
-        });
+        opts.tls = Some(TlsMaterial::from(&self.ca));
         let objects = render::render(controller, spec, &opts)?;
         let endpoint = self.endpoint(controller, spec)?;
         tracing::info!(%controller, %namespace, addr = %endpoint.addr, "deploying to kind");
@@ -250,6 +247,7 @@ impl Environment for KindEnv {
             ca: self.ca.clone(),
             opts,
             unrelated: AtomicU32::new(0),
+            listener_changes: AtomicU32::new(0),
             controller_changes: AtomicU32::new(0),
             torn_down: AtomicBool::new(false),
         };
@@ -342,6 +340,22 @@ async fn apply_settings(client: &Client, controller: Controller, settings: &Cont
 /// Server-side applies every document of a multi-document YAML stream, discovering each kind's
 /// API resource. Namespaced objects without a namespace go into `default_namespace`.
 pub async fn apply_yaml(client: &Client, yaml: &str, default_namespace: &str) -> Result<Vec<String>> {
+    apply_yaml_as(client, yaml, default_namespace, FIELD_MANAGER).await
+}
+
+/// The field manager of the listener changes. An object they share with the deployment's own
+/// routing and its unrelated changes (Envoy Gateway's Gateway, whose `listeners` are a list map
+/// keyed by name) then keeps the fields each manager applied: neither kind of change takes away
+/// the listeners the other added.
+pub const LISTENER_FIELD_MANAGER: &str = "ws-ingress-testbed-listener-changes";
+
+/// [`apply_yaml`] by `field_manager`.
+pub async fn apply_yaml_as(
+    client: &Client,
+    yaml: &str,
+    default_namespace: &str,
+    field_manager: &str,
+) -> Result<Vec<String>> {
     let mut applied = Vec::new();
     for (index, obj) in parse_yaml_docs(yaml)?.into_iter().enumerate() {
         let types = obj.types.as_ref().ok_or(KindError::Incomplete { index })?;
@@ -357,7 +371,7 @@ pub async fn apply_yaml(client: &Client, yaml: &str, default_namespace: &str) ->
             }
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        api.patch(&name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&obj))
             .await
             .map_err(api_err(format!("applying {} {name}", gvk.kind)))?;
         applied.push(format!("{}/{name}", gvk.kind));
@@ -395,6 +409,7 @@ pub struct KindDeployment {
     ca: TestCa,
     opts: RenderOptions,
     unrelated: AtomicU32,
+    listener_changes: AtomicU32,
     controller_changes: AtomicU32,
     torn_down: AtomicBool,
 }
@@ -629,6 +644,83 @@ pub fn readiness_probe(
         opts = opts.proxy_protocol(READINESS_PROXY_CLIENT);
     }
     Ok(opts)
+}
+
+/// A TLS client configuration that trusts `ca` and accepts no server certificate but `cert`'s:
+/// what tells a new host's own certificate from another the CA issued for the same name.
+pub fn presenting(ca: &TestCa, cert: &TestCa) -> std::result::Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = |what: &str, text: &str| {
+        CertificateDer::from_pem_slice(text.as_bytes()).map_err(|e| rustls::Error::General(format!("{what}: {e}")))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pem("the CA certificate", &ca.ca_cert_pem)?)?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let pinned = PinnedServerCert {
+        expected: pem("the server certificate", &cert.server_cert_pem)?,
+        verifier,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(pinned))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Verifies as `verifier` does, then requires the end-entity certificate to be `expected`.
+#[derive(Debug)]
+struct PinnedServerCert {
+    verifier: Arc<rustls::client::WebPkiServerVerifier>,
+    expected: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedServerCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self
+            .verifier
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        if end_entity.as_ref() != self.expected.as_ref() {
+            return Err(rustls::Error::General(format!(
+                "{} presented another certificate than the one issued for it",
+                server_name.to_str()
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier.supported_verify_schemes()
+    }
 }
 
 /// Polls `GET /healthz` with `opts` until it answers 2xx, naming `what` when it times out.
@@ -872,6 +964,44 @@ impl Deployment for KindDeployment {
         };
         let what = format!("{} to serve the unrelated host {host}", self.controller);
         let opts = readiness_probe(&unrelated, self.spec.proxy_protocol, None)?;
+        wait_healthz(&what, &opts).await
+    }
+
+    /// Issues a certificate for the next listener host from the deployment's CA, applies its
+    /// Secret and what serves the host with it — another Ingress with a `tls` section, or the
+    /// controller's own objects ([`controllers::ControllerImpl::listener_routing`]) — and waits
+    /// until the host answers on the TLS port presenting exactly that certificate (the
+    /// deployment's own certificate covers `*.testbed.local`, so trusting the CA would not tell
+    /// them apart).
+    async fn apply_listener_change(&self) -> crate::env::Result<()> {
+        let what = format!(
+            "adding a host with its own certificate to {}'s TLS listener",
+            self.controller
+        );
+        if !self.spec.tls {
+            return Err(EnvError::failed(
+                what,
+                "the spec has no TLS listener (IngressSpec::with_tls)",
+            ));
+        }
+        let serial = self.listener_changes.fetch_add(1, Ordering::Relaxed);
+        let host = render::listener_host(&self.opts, serial);
+        let cert = (self.ca.issue(&[host.as_str()]))
+            .map_err(|e| EnvError::failed(format!("issuing a certificate for {host}"), e))?;
+        let tls = TlsMaterial::from(&cert);
+        let yaml = render::listener_change_yaml(self.controller, &self.spec, &self.opts, serial, &tls);
+        apply_yaml_as(&self.client, &yaml, &self.namespace, LISTENER_FIELD_MANAGER)
+            .await
+            .map_err(KindError::into_env)?;
+        // The deployment's own TLS port, the new host as SNI and Host.
+        let listener = Endpoint {
+            addr: self.endpoint.addr,
+            host: host.clone(),
+            tls: true,
+        };
+        let client = presenting(&self.ca, &cert).map_err(|e| EnvError::failed(what, e))?;
+        let opts = readiness_probe(&listener, self.spec.proxy_protocol, None)?.tls(client);
+        let what = format!("{} to serve {host} with its own certificate", self.controller);
         wait_healthz(&what, &opts).await
     }
 
@@ -1183,4 +1313,80 @@ fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<KindDeployment>();
     is::<Arc<KindEnv>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a TLS handshake in memory: whether `client` accepts what `server` presents for `host`.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: Arc<rustls::ServerConfig>,
+        host: &str,
+    ) -> std::result::Result<(), rustls::Error> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn the_listener_change_waits_for_the_new_hosts_own_certificate() {
+        let ca = TestCa::generate(&["echo.testbed.local", "*.testbed.local"]).unwrap();
+        let host = "listener-0-tb-test.testbed.local";
+        let cert = ca.issue(&[host]).unwrap();
+        let client = presenting(&ca, &cert).unwrap();
+        handshake(client.clone(), cert.server_config().unwrap(), host).unwrap();
+        // The deployment's own certificate is valid for the new host too: trusting the CA would
+        // take it for the new one.
+        handshake(ca.client_config().unwrap(), ca.server_config().unwrap(), host).unwrap();
+        let err = handshake(client.clone(), ca.server_config().unwrap(), host).unwrap_err();
+        assert!(err.to_string().contains("another certificate"), "{err}");
+        // And it still verifies the chain: a certificate for the host from another CA is refused.
+        let other = TestCa::generate(&[host]).unwrap();
+        assert!(handshake(client, other.server_config().unwrap(), host).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_listener_change_without_tls_fails_before_applying_anything() {
+        // An API server nobody listens on: the change must fail before it talks to one.
+        let config = Config::new("http://127.0.0.1:9".parse().unwrap());
+        let spec = IngressSpec::new(1);
+        let deployment = KindDeployment {
+            controller: Controller::Nginx,
+            endpoint: Endpoint {
+                addr: "127.0.0.1:18080".parse().unwrap(),
+                host: spec.host.clone(),
+                tls: false,
+            },
+            spec,
+            namespace: "tb-test".to_owned(),
+            client: Client::try_from(config.clone()).unwrap(),
+            config,
+            ca: TestCa::generate(&["echo.testbed.local"]).unwrap(),
+            opts: RenderOptions::new("tb-test"),
+            unrelated: AtomicU32::new(0),
+            listener_changes: AtomicU32::new(0),
+            controller_changes: AtomicU32::new(0),
+            // Nothing to delete on drop.
+            torn_down: AtomicBool::new(true),
+        };
+        let err = deployment.apply_listener_change().await.unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        assert_eq!(deployment.listener_changes.load(Ordering::Relaxed), 0);
+    }
 }

@@ -455,6 +455,68 @@ impl Inner {
 }
 
 impl LocalDeployment {
+    /// Adds the route `make` builds from its 1-based number, the way the controller applies a
+    /// new Ingress, and returns once the new host answers (over TLS with its own certificate
+    /// where it has one: the handshake checks it for the new host).
+    async fn add_route(&self, make: impl FnOnce(usize) -> ExtraRoute) -> crate::env::Result<()> {
+        let _ops = self.inner.ops.lock().await;
+        self.inner.pacer.turn().await;
+        let route = {
+            let mut s = self.inner.state();
+            let route = make(s.extra_routes.len() + 1);
+            s.extra_routes.push(route.clone());
+            route
+        };
+        let endpoints = self.inner.endpoints();
+        let extra = self.inner.state().extra_routes.clone();
+        let inner = &self.inner;
+        inner
+            .data_plane
+            .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
+            .await?;
+        // The change is applied once the new route answers.
+        let scheme = if inner.client.is_tls() { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{}/session", route.host, inner.client.addr.port());
+        let mut new_route = ProbeOptions::new(inner.client.addr, &url).map_err(LocalError::from)?;
+        new_route.cookies = probe::CookieJar::new();
+        new_route.tls = inner.client.tls.clone();
+        new_route.handshake_timeout = Duration::from_secs(2);
+        if inner.spec.proxy_protocol {
+            new_route = new_route.proxy_protocol(SocketAddr::from(([127, 0, 2, 1], 40_000)));
+        }
+        let last_apply = Mutex::new(Instant::now());
+        let what = format!("the new route {} to answer", route.host);
+        let answered = ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || async {
+            let stale = last_apply.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > Duration::from_secs(3);
+            if stale {
+                // A change asked for while the data plane was still busy (an nginx reload starting)
+                // is asked for again; HAProxy's map update sends nothing when its maps already hold
+                // the route.
+                tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
+                if let Err(e) = inner
+                    .data_plane
+                    .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
+                    .await
+                {
+                    return Check::NotYet(e.to_string());
+                }
+                *last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            match probe::http_request(&new_route, http::Method::POST, "/session", Vec::new()).await {
+                Ok(r) if r.status == http::StatusCode::OK => Check::Ready(()),
+                Ok(r) => Check::NotYet(format!("status {}", r.status)),
+                Err(e) => Check::NotYet(e.to_string()),
+            }
+        })
+        .await;
+        answered.map_err(|wait| {
+            EnvError::from(LocalError::Wait {
+                wait,
+                log_tail: inner.data_plane.log_tail(),
+            })
+        })
+    }
+
     async fn start(controller: Controller, spec: &IngressSpec) -> Result<Self> {
         model::capability::check(controller, model::EnvKind::Local, spec)?;
         let ws_echo = crate::tools::ws_echo()?;
@@ -676,65 +738,27 @@ impl Deployment for LocalDeployment {
     }
 
     async fn apply_unrelated_change(&self) -> crate::env::Result<()> {
-        let _ops = self.inner.ops.lock().await;
-        self.inner.pacer.turn().await;
-        let route = {
-            let mut s = self.inner.state();
-            let route = ExtraRoute {
-                host: format!("unrelated-{}.testbed.local", s.extra_routes.len() + 1),
-                path: "/".to_owned(),
-            };
-            s.extra_routes.push(route.clone());
-            route
+        self.add_route(|n| ExtraRoute {
+            host: format!("unrelated-{n}.testbed.local"),
+            path: "/".to_owned(),
+            tls: None,
+        })
+        .await
+    }
+
+    async fn apply_listener_change(&self) -> crate::env::Result<()> {
+        let what = "adding a host with its own certificate to the listener";
+        let ca = (self.inner.ca.as_ref()).ok_or_else(|| EnvError::failed(what, "the spec has no TLS listener"))?;
+        let n = self.inner.state().extra_routes.len() + 1;
+        let host = format!("listener-{n}.testbed.local");
+        let cert = ca.issue(&[host.as_str()]).map_err(LocalError::from)?;
+        let files = (cert.write_named(&self.inner.dir, &format!("listener-{n}"))).map_err(LocalError::from)?;
+        let route = ExtraRoute {
+            host,
+            path: "/".to_owned(),
+            tls: Some((&files).into()),
         };
-        let endpoints = self.inner.endpoints();
-        let extra = self.inner.state().extra_routes.clone();
-        let inner = &self.inner;
-        inner
-            .data_plane
-            .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
-            .await?;
-        // The change is applied once the new route answers.
-        let scheme = if inner.client.is_tls() { "https" } else { "http" };
-        let url = format!("{scheme}://{}:{}/session", route.host, inner.client.addr.port());
-        let mut new_route = ProbeOptions::new(inner.client.addr, &url).map_err(LocalError::from)?;
-        new_route.cookies = probe::CookieJar::new();
-        new_route.tls = inner.client.tls.clone();
-        new_route.handshake_timeout = Duration::from_secs(2);
-        if inner.spec.proxy_protocol {
-            new_route = new_route.proxy_protocol(SocketAddr::from(([127, 0, 2, 1], 40_000)));
-        }
-        let last_apply = Mutex::new(Instant::now());
-        let what = format!("the new route {} to answer", route.host);
-        let answered = ready::until(&what, READY_TIMEOUT, Duration::from_millis(20), || async {
-            let stale = last_apply.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > Duration::from_secs(3);
-            if stale {
-                // A change asked for while the data plane was still busy (an nginx reload starting)
-                // is asked for again; HAProxy's map update sends nothing when its maps already hold
-                // the route.
-                tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
-                if let Err(e) = inner
-                    .data_plane
-                    .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
-                    .await
-                {
-                    return Check::NotYet(e.to_string());
-                }
-                *last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            }
-            match probe::http_request(&new_route, http::Method::POST, "/session", Vec::new()).await {
-                Ok(r) if r.status == http::StatusCode::OK => Check::Ready(()),
-                Ok(r) => Check::NotYet(format!("status {}", r.status)),
-                Err(e) => Check::NotYet(e.to_string()),
-            }
-        })
-        .await;
-        answered.map_err(|wait| {
-            EnvError::from(LocalError::Wait {
-                wait,
-                log_tail: inner.data_plane.log_tail(),
-            })
-        })
+        self.add_route(|_| route).await
     }
 
     async fn apply_controller_change(&self) -> crate::env::Result<()> {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::render::kind::TLS_SECRET_NAME;
-use crate::render::local::{LocalContext, NAMESPACE, SERVICE, SERVICE_PORT};
+use crate::render::local::{LocalContext, NAMESPACE, SERVICE, SERVICE_PORT, TlsPaths};
 use model::{Affinity, Controller, IngressSpec, Unsupported};
 
 pub type Result<T, E = Inexpressible> = std::result::Result<T, E>;
@@ -125,8 +125,20 @@ fn name_from_host(host: &str) -> String {
 pub const BOOTSTRAP_FILE: &str = "envoy-bootstrap.yaml";
 pub const LDS_FILE: &str = "lds.yaml";
 pub const CDS_FILE: &str = "cds.yaml";
-/// The Gateway's certificate (one Secret for every HTTPS listener).
+/// The Gateway's certificate (one Secret for every HTTPS listener but those with their own).
 pub const SDS_FILE: &str = "sds-tls.yaml";
+
+/// The SDS file of a listener's own certificate: Envoy's SDS takes exactly one Secret per
+/// file, so each has its own.
+pub fn own_sds_file(secret: &str) -> String {
+    format!("sds-{secret}.yaml")
+}
+
+/// The Secret name of a host's own certificate: its first label and `-tls`
+/// (`listener-1.testbed.local` → `listener-1-tls`).
+pub fn own_secret(host: &str) -> String {
+    format!("{}-tls", host.split('.').next().unwrap_or(host))
+}
 /// Where Envoy writes its admin address (`--admin-address-path`): the port when it is 0.
 pub const ADMIN_ADDRESS_FILE: &str = "envoy-admin-address";
 
@@ -485,7 +497,7 @@ fn listeners_from(p: &Policies, spec: &IngressSpec, ctx: &LocalContext) -> Strin
                     "name": name,
                     "filter_chain_match": { "server_names": [host] },
                     "filters": [hcm(p, spec, ctx, &name, &path_in(ctx, &rds_file(n)), true, n == 0)],
-                    "transport_socket": downstream_tls(ctx),
+                    "transport_socket": downstream_tls(ctx, host),
                 })
             })
             .collect();
@@ -604,8 +616,16 @@ fn hcm(
 /// The HTTPS filter chain's TLS context (envoyproxy/gateway v1.9.0
 /// internal/xds/translator/listener.go buildXdsDownstreamTLSSocket): ALPN h2 and http/1.1
 /// (buildALPNProtocols), the certificate by SDS, session resumption off unless a
-/// ClientTrafficPolicy turns it on (setDownstreamTLSSessionSettings).
-fn downstream_tls(ctx: &LocalContext) -> Value {
+/// ClientTrafficPolicy turns it on (setDownstreamTLSSessionSettings). A listener whose route
+/// brought its own certificate serves that one (its certificateRefs).
+fn downstream_tls(ctx: &LocalContext, host: &str) -> Value {
+    let (secret, file) = match ctx.extra_routes.iter().find(|r| r.host == host && r.tls.is_some()) {
+        Some(r) => {
+            let own = own_secret(&r.host);
+            (format!("{NAMESPACE}/{own}"), own_sds_file(&own))
+        }
+        None => (secret_name(), SDS_FILE.to_owned()),
+    };
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -613,8 +633,8 @@ fn downstream_tls(ctx: &LocalContext) -> Value {
             "common_tls_context": {
                 "alpn_protocols": ["h2", "http/1.1"],
                 "tls_certificate_sds_secret_configs": [{
-                    "name": secret_name(),
-                    "sds_config": file_source(&path_in(ctx, SDS_FILE)),
+                    "name": secret,
+                    "sds_config": file_source(&path_in(ctx, &file)),
                 }],
             },
             "disable_stateful_session_resumption": true,
@@ -631,23 +651,43 @@ fn secret_name() -> String {
 
 /// The SDS file with the Gateway's certificate, when `ctx.tls` is set.
 pub fn render_secret(ctx: &LocalContext) -> Option<String> {
-    let tls = ctx.tls.as_ref()?;
+    Some(secret_document(&secret_name(), ctx.tls.as_ref()?))
+}
+
+/// The SDS files (file name, text) of the listeners' own certificates, when the Gateway has TLS.
+pub fn render_own_secrets(ctx: &LocalContext) -> Vec<(String, String)> {
+    if ctx.tls.is_none() {
+        return Vec::new();
+    }
+    ctx.extra_routes
+        .iter()
+        .filter_map(|r| {
+            let own = own_secret(&r.host);
+            Some((
+                own_sds_file(&own),
+                secret_document(&format!("{NAMESPACE}/{own}"), r.tls.as_ref()?),
+            ))
+        })
+        .collect()
+}
+
+fn secret_document(name: &str, tls: &TlsPaths) -> String {
     let config = json!({
         "version_info": "1",
         "resources": [{
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-            "name": secret_name(),
+            "name": name,
             "tls_certificate": {
                 "certificate_chain": { "filename": tls.cert.display().to_string() },
                 "private_key": { "filename": tls.key.display().to_string() },
             },
         }],
     });
-    Some(document(
-        "the Gateway's TLS Secret as Envoy Gateway v1.9.0 sends it over SDS \
+    document(
+        "a Gateway TLS Secret as Envoy Gateway v1.9.0 sends it over SDS \
          (internal/xds/translator/listener.go buildXdsTLSCertSecret), as file paths",
         &config,
-    ))
+    )
 }
 
 // ---- Routes (RDS) --------------------------------------------------------------------------
@@ -948,6 +988,7 @@ pub fn render_files_after(
     if let Some(secret) = render_secret(ctx) {
         files.push((SDS_FILE.to_owned(), secret));
     }
+    files.extend(render_own_secrets(ctx));
     Ok(files)
 }
 
@@ -1089,6 +1130,7 @@ mod tests {
         ctx.extra_routes.push(ExtraRoute {
             host: host.to_owned(),
             path: path.to_owned(),
+            tls: None,
         });
         ctx
     }
@@ -1452,6 +1494,47 @@ mod tests {
         assert!(render_secret(&context()).is_none());
     }
 
+    #[test]
+    fn a_listener_with_its_own_certificate_is_its_own_filter_chain_and_secret() {
+        let mut ctx = with_route(with_tls(context()), "listener-1.testbed.local", "/");
+        ctx.extra_routes[0].tls = Some(TlsPaths {
+            cert: "/tmp/testbed-run/listener-1.crt".into(),
+            key: "/tmp/testbed-run/listener-1.key".into(),
+            bundle: "/tmp/testbed-run/listener-1.pem".into(),
+        });
+        let spec = IngressSpec::new(1).with_tls();
+        let l = listener(&spec, &ctx);
+        let sds = "/transport_socket/typed_config/common_tls_context/tls_certificate_sds_secret_configs/0";
+        check_fields(
+            &l["filter_chains"][0],
+            &[(&format!("{sds}/name"), json!("default/ws-echo-tls"))],
+        );
+        check_fields(
+            &l["filter_chains"][1],
+            &[
+                ("/filter_chain_match/server_names", json!(["listener-1.testbed.local"])),
+                (&format!("{sds}/name"), json!("default/listener-1-tls")),
+                (
+                    &format!("{sds}/sds_config/path_config_source/path"),
+                    json!("/tmp/testbed-run/sds-listener-1-tls.yaml"),
+                ),
+            ],
+        );
+        let own = render_own_secrets(&ctx);
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].0, "sds-listener-1-tls.yaml");
+        check_fields(
+            &resource(&own[0].1),
+            &[
+                ("/name", json!("default/listener-1-tls")),
+                (
+                    "/tls_certificate/certificate_chain/filename",
+                    json!("/tmp/testbed-run/listener-1.crt"),
+                ),
+            ],
+        );
+    }
+
     /// The file names and texts of a rendered set, keyed by name.
     fn files(spec: &IngressSpec, ctx: &LocalContext) -> BTreeMap<String, String> {
         render_files(spec, ctx, &Admin::socket(ctx))
@@ -1709,12 +1792,22 @@ mod tests {
         let mut ctx = context();
         ctx.runtime_dir = dir.path().to_path_buf();
         ctx.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        if spec.tls {
-            let ca = probe::tls::TestCa::generate(&[&spec.host, "other.testbed.local"]).expect("test CA");
+        let ca = spec
+            .tls
+            .then(|| probe::tls::TestCa::generate(&[&spec.host, "other.testbed.local"]).expect("test CA"));
+        if let Some(ca) = &ca {
             ctx.tls = Some((&ca.write_to(dir.path()).expect("TLS files")).into());
         }
         if let Some(host) = extra_host {
             ctx = with_route(ctx, host, "/");
+            // A listener change: the new host comes with its own certificate.
+            if let Some(ca) = ca.as_ref().filter(|_| host.starts_with("listener-")) {
+                let own = ca.issue(&[host]).expect("own certificate");
+                let files = own.write_named(dir.path(), "listener-1").expect("own TLS files");
+                if let Some(route) = ctx.extra_routes.last_mut() {
+                    route.tls = Some((&files).into());
+                }
+            }
         }
         let admin = Admin::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
         let files: BTreeMap<String, String> = render_files(&spec, &ctx, &admin)
@@ -1796,8 +1889,12 @@ mod tests {
             })
             .collect();
         let mut statics = json!({ "listeners": listeners, "clusters": clusters });
-        if let Some(sds) = w.files.get(SDS_FILE) {
-            statics["secrets"] = json!([strip(resource(sds))]);
+        let secrets: Vec<Value> = (w.files.iter())
+            .filter(|(name, _)| name.starts_with("sds-"))
+            .map(|(_, sds)| strip(resource(sds)))
+            .collect();
+        if !secrets.is_empty() {
+            statics["secrets"] = Value::Array(secrets);
         }
         boot["static_resources"] = statics;
         boot
@@ -1907,6 +2004,9 @@ mod tests {
                 IngressSpec::new(3).with_tls().with_affinity(Affinity::ClientIp),
                 Some("other.testbed.local"),
             ),
+            "https_listener_with_its_own_certificate" => {
+                (IngressSpec::new(3).with_tls(), Some("listener-1.testbed.local"))
+            }
             other => panic!("no spec named {other}"),
         }
     }
@@ -1926,7 +2026,8 @@ mod tests {
             "client_ip_affinity",
             "idle_timeout_and_drain_limit",
             "extra_route",
-            "extra_https_route"
+            "extra_https_route",
+            "https_listener_with_its_own_certificate"
         )]
         name: &str,
     ) {

@@ -44,7 +44,7 @@ fn push_rank(file: &str) -> u8 {
     match file {
         f if f.starts_with("eds") => 0,
         config::CDS_FILE => 1,
-        config::SDS_FILE => 2,
+        f if f.starts_with("sds") => 2,
         f if f.starts_with("rds") => 3,
         config::LDS_FILE => 4,
         _ => 5,

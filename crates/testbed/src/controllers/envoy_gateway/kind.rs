@@ -60,7 +60,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{self, Policies, gateway_listener_name, httproute_name};
 use crate::render::kind::{
-    APP_NAME, DEFAULT_DRAIN_LIMIT, HelmCommon, RenderOptions, SERVICE_PORT, TLS_SECRET_NAME, to_yaml_doc,
+    APP_NAME, DEFAULT_DRAIN_LIMIT, HelmCommon, RenderOptions, SERVICE_PORT, TLS_SECRET_NAME, listener_change_name,
+    listener_host, listener_secret_name, to_yaml_doc,
 };
 use model::IngressSpec;
 
@@ -772,6 +773,11 @@ pub fn http_listener(host: &str) -> Listener {
 
 /// The HTTPS listener for `host` on port 443, terminating TLS with the deployment's Secret.
 pub fn https_listener(host: &str) -> Listener {
+    https_listener_with(host, TLS_SECRET_NAME)
+}
+
+/// The HTTPS listener for `host` on port 443, terminating TLS with the Secret `secret`.
+pub fn https_listener_with(host: &str, secret: &str) -> Listener {
     Listener {
         name: gateway_listener_name(host, true),
         hostname: Some(host.to_owned()),
@@ -782,7 +788,7 @@ pub fn https_listener(host: &str) -> Listener {
             certificate_refs: vec![SecretObjectReference {
                 group: Some(String::new()),
                 kind: Some("Secret".to_owned()),
-                name: TLS_SECRET_NAME.to_owned(),
+                name: secret.to_owned(),
                 namespace: None,
             }],
         }),
@@ -955,19 +961,23 @@ pub fn unrelated_host(opts: &RenderOptions, serial: u32) -> String {
     format!("unrelated-{serial}-{}.testbed.local", opts.namespace)
 }
 
-/// The host of the `serial`-th listener change.
+/// The host of the `serial`-th listener change (the Ingress controllers' too).
 pub fn listener_change_host(opts: &RenderOptions, serial: u32) -> String {
-    format!("listener-{serial}-{}.testbed.local", opts.namespace)
+    listener_host(opts, serial)
 }
 
-/// An unrelated route: an HTTPRoute for another host to the same Service, and the HTTP
-/// listener it attaches to. A route only attaches to a listener whose hostname matches
-/// (Gateway API: HTTPRoute `hostnames`), and the deployment's listeners are its own host's, so
-/// the route comes with its host's listener as ingress2gateway converts a new Ingress host (the
-/// local renderer does the same). On the HTTP port every Gateway listener shares the xDS
-/// listener's default filter chain and route configuration (envoyproxy/gateway v1.9.0
-/// internal/xds/translator/translator.go), so for Envoy this is a route change: a new virtual
-/// host, the listener as it was.
+/// A route for another host to the same Service, and the listener it attaches to (by
+/// `sectionName`). A route only attaches to a listener whose hostname matches (Gateway API:
+/// HTTPRoute `hostnames`), and the deployment's listeners are its own host's, so the route comes
+/// with its host's listener as ingress2gateway converts a new Ingress host (the local renderer
+/// does the same).
+///
+/// An unrelated route ([`unrelated_route`]) attaches through an HTTP listener. On the HTTP port
+/// every Gateway listener shares the xDS listener's default filter chain and route
+/// configuration (envoyproxy/gateway v1.9.0 internal/xds/translator/translator.go), so for
+/// Envoy it is a route change: a new virtual host, the listener as it was. A listener change
+/// ([`listener_change`]) attaches through an HTTPS listener with its own certificate, which is a
+/// new filter chain of the xDS listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteChange {
     /// Added to the Gateway's listeners ([`with_listeners`]).
@@ -975,30 +985,50 @@ pub struct RouteChange {
     pub route: HTTPRoute,
 }
 
-/// The `serial`-th unrelated route.
-pub fn unrelated_route(opts: &RenderOptions, serial: u32) -> RouteChange {
-    let host = unrelated_host(opts, serial);
-    let listener = http_listener(&host);
-    let route = HTTPRoute {
-        metadata: meta(&format!("unrelated-{serial}"), Some(&opts.namespace)),
-        spec: HTTPRouteSpec {
-            parent_refs: vec![parent(Some(listener.name.clone()))],
-            hostnames: vec![host],
-            rules: vec![HTTPRouteRule {
-                matches: vec![path_prefix("/")],
-                backend_refs: vec![service_backend()],
-                ..HTTPRouteRule::default()
-            }],
-        },
-    };
-    RouteChange { listener, route }
+impl RouteChange {
+    /// An HTTPRoute `name` for the listener's host, to the ws-echo Service, attached to `listener`.
+    fn through(listener: Listener, name: &str, opts: &RenderOptions) -> Self {
+        let route = HTTPRoute {
+            metadata: meta(name, Some(&opts.namespace)),
+            spec: HTTPRouteSpec {
+                parent_refs: vec![parent(Some(listener.name.clone()))],
+                hostnames: listener.hostname.iter().cloned().collect(),
+                rules: vec![HTTPRouteRule {
+                    matches: vec![path_prefix("/")],
+                    backend_refs: vec![service_backend()],
+                    ..HTTPRouteRule::default()
+                }],
+            },
+        };
+        RouteChange { listener, route }
+    }
 }
 
-/// The `serial`-th listener change: listeners for another host on the deployment's ports (HTTP,
-/// and HTTPS with the same certificate when the spec has TLS, where the new hostname is a new
-/// SNI filter chain on the same xDS listener). No route attaches to them.
-pub fn listener_change(spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Vec<Listener> {
-    host_listeners(&listener_change_host(opts, serial), spec.tls)
+/// The `serial`-th unrelated route.
+pub fn unrelated_route(opts: &RenderOptions, serial: u32) -> RouteChange {
+    let listener = http_listener(&unrelated_host(opts, serial));
+    RouteChange::through(listener, &format!("unrelated-{serial}"), opts)
+}
+
+/// The `serial`-th listener change, what `Deployment::apply_listener_change` adds for a spec with
+/// TLS (`None` without): another HTTPS listener on the deployment's port for
+/// [`listener_change_host`], terminating with its own certificate (the Secret
+/// [`listener_secret_name`], which the kind environment applies first), and an HTTPRoute for
+/// that host attached to it: the HTTPS half of what ingress2gateway makes of another Ingress
+/// with a `tls` section (its HTTP listener is left out; the change is the TLS listener's).
+///
+/// On HTTPS every Gateway listener hostname becomes its own filter chain, matching that SNI, of
+/// the one xDS listener on the port (envoyproxy/gateway v1.9.0
+/// internal/xds/translator/listener.go), so for Envoy this changes the listener: a filter chain
+/// added to it. Envoy updates a listener's filter chains in place: connections on the chains
+/// that did not change stay, only those on a removed or changed chain are drained. Whether a
+/// WebSocket on the deployment's own host lives through it is what the behaviour measures.
+pub fn listener_change(spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Option<RouteChange> {
+    if !spec.tls {
+        return None;
+    }
+    let listener = https_listener_with(&listener_change_host(opts, serial), &listener_secret_name(serial));
+    Some(RouteChange::through(listener, &listener_change_name(serial), opts))
 }
 
 /// `gateway` with `listeners` added, each replacing a listener of the same name.
@@ -1409,13 +1439,64 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_change_adds_listeners_for_another_host_on_the_same_ports() {
-        let plain = listener_change(&spec(), &opts(), 2);
-        assert_eq!(plain, vec![http_listener("listener-2-tb-test.testbed.local")]);
-        let tls = listener_change(&spec().with_tls(), &opts(), 2);
-        let ports: Vec<(i32, &str)> = tls.iter().map(|l| (l.port, l.protocol.as_str())).collect();
-        assert_eq!(ports, [(80, "HTTP"), (443, "HTTPS")]);
-        assert_eq!(tls[1].tls, https_listener("x").tls, "the deployment's certificate");
+    fn a_listener_change_is_an_https_listener_with_its_own_certificate_and_a_route_through_it() {
+        assert_eq!(listener_change(&spec(), &opts(), 2), None, "needs a spec with TLS");
+        let change = listener_change(&spec().with_tls(), &opts(), 2).expect("a change");
+        check(
+            &change.listener,
+            &[
+                ("/name", Some(json!("listener-2-tb-test-testbed-local-https"))),
+                ("/hostname", Some(json!("listener-2-tb-test.testbed.local"))),
+                ("/port", Some(json!(443))),
+                ("/protocol", Some(json!("HTTPS"))),
+                (
+                    "/tls",
+                    Some(json!({
+                        "mode": "Terminate",
+                        "certificateRefs": [{"group": "", "kind": "Secret", "name": "listener-2-tls"}],
+                    })),
+                ),
+            ],
+        );
+        check(
+            &change.route,
+            &[
+                ("/kind", Some(json!("HTTPRoute"))),
+                ("/metadata/name", Some(json!("listener-2"))),
+                ("/metadata/namespace", Some(json!("tb-test"))),
+                ("/spec/hostnames", Some(json!(["listener-2-tb-test.testbed.local"]))),
+                ("/spec/parentRefs/0/name", Some(json!("eg"))),
+                (
+                    "/spec/parentRefs/0/sectionName",
+                    Some(json!("listener-2-tb-test-testbed-local-https")),
+                ),
+                ("/spec/rules/0/backendRefs/0/name", Some(json!("ws-echo"))),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_gateway_after_a_listener_change_keeps_the_deployments_listeners_on_the_same_port() {
+        let s = spec().with_tls();
+        let change = listener_change(&s, &opts(), 0).unwrap();
+        let g = with_listeners(&gateway(&s, &opts()), [change.listener]);
+        let listeners: Vec<(&str, i32, &str)> = g
+            .spec
+            .listeners
+            .iter()
+            .map(|l| {
+                let cert = l.tls.as_ref().map_or("", |t| t.certificate_refs[0].name.as_str());
+                (l.hostname.as_deref().unwrap_or(""), l.port, cert)
+            })
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("tb-test.testbed.local", 80, ""),
+                ("tb-test.testbed.local", 443, "ws-echo-tls"),
+                ("listener-0-tb-test.testbed.local", 443, "listener-0-tls"),
+            ]
+        );
     }
 
     #[test]

@@ -83,7 +83,8 @@ impl ControllerImpl for EnvoyGateway {
     }
 
     /// A Gateway listener for another host and its HTTPRoute to the same Service. The Gateway is
-    /// applied whole, with the listeners of every earlier unrelated route too.
+    /// applied whole, with the listeners of every earlier unrelated route too (those of listener
+    /// changes, applied by another field manager, stay).
     fn unrelated_routing(&self, spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Option<(String, String)> {
         let changes: Vec<_> = (0..=serial).map(|n| kind::unrelated_route(opts, n)).collect();
         let gateway = kind::with_listeners(&kind::gateway(spec, opts), changes.iter().map(|c| c.listener.clone()));
@@ -92,6 +93,20 @@ impl ControllerImpl for EnvoyGateway {
             format!("{}---\n{}", to_yaml_doc(&gateway), to_yaml_doc(route)),
             kind::unrelated_host(opts, serial),
         ))
+    }
+
+    /// Another HTTPS listener on the Gateway's port for the new host, terminating with the new
+    /// Secret, and its HTTPRoute ([`kind::listener_change`]): a new SNI filter chain on Envoy's
+    /// listener. The Gateway is applied whole, with the listeners of every earlier listener change
+    /// too; the kind environment applies it by a field manager of its own, so the listeners of
+    /// unrelated routes stay (and the next unrelated route keeps these).
+    fn listener_routing(&self, spec: &IngressSpec, opts: &RenderOptions, serial: u32) -> Option<String> {
+        let changes = (0..=serial)
+            .map(|n| kind::listener_change(spec, opts, n))
+            .collect::<Option<Vec<_>>>()?;
+        let gateway = kind::with_listeners(&kind::gateway(spec, opts), changes.iter().map(|c| c.listener.clone()));
+        let route = &changes.last()?.route;
+        Some(format!("{}---\n{}", to_yaml_doc(&gateway), to_yaml_doc(route)))
     }
 
     /// The GatewayClass and the EnvoyProxy every Gateway's fleet starts from.
@@ -150,6 +165,48 @@ impl ControllerImpl for EnvoyGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_listener_change_applies_the_gateway_with_every_earlier_ones_listener_and_its_route() {
+        let opts = RenderOptions::new("tb-test");
+        let mut spec = IngressSpec::new(1).with_tls();
+        spec.host = crate::render::kind::deployment_host("tb-test");
+        let yaml = EnvoyGateway.listener_routing(&spec, &opts, 1).expect("a change");
+        let docs = crate::kind::parse_yaml_docs(&yaml).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d.types.as_ref().unwrap().kind.as_str()).collect();
+        assert_eq!(kinds, ["Gateway", "HTTPRoute"]);
+        let gateway: kind::Gateway = serde_json::from_value(serde_json::to_value(&docs[0]).unwrap()).unwrap();
+        let https: Vec<(&str, &str)> = gateway
+            .spec
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                Some((
+                    l.hostname.as_deref()?,
+                    l.tls.as_ref()?.certificate_refs[0].name.as_str(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            https,
+            [
+                ("tb-test.testbed.local", "ws-echo-tls"),
+                ("listener-0-tb-test.testbed.local", "listener-0-tls"),
+                ("listener-1-tb-test.testbed.local", "listener-1-tls"),
+            ]
+        );
+        let route: kind::HTTPRoute = serde_json::from_value(serde_json::to_value(&docs[1]).unwrap()).unwrap();
+        assert_eq!(route.spec.hostnames, ["listener-1-tb-test.testbed.local"]);
+        assert_eq!(
+            route.spec.parent_refs[0].section_name.as_deref(),
+            Some("listener-1-tb-test-testbed-local-https")
+        );
+        assert_eq!(
+            EnvoyGateway.listener_routing(&IngressSpec::new(1), &opts, 0),
+            None,
+            "no TLS"
+        );
+    }
 
     #[test]
     fn version_is_read_from_envoy_version() {

@@ -4,7 +4,9 @@
 //! Service port with a fixed number of `server` slots, and fills or empties
 //! the slots over the runtime API when endpoints change (no reload). Routing
 //! is data too: host and path rows live in map files the frontend looks up,
-//! replaced over the runtime API when Ingress rules change (no reload). Other
+//! replaced over the runtime API when Ingress rules change (no reload). TLS
+//! certificates are files in one directory the HTTPS bind serves; a new one is
+//! written there and added over the runtime API (no reload). Other
 //! changes (a new backend, frontend rules, global/defaults settings, binds)
 //! rewrite the file and reload; old workers keep their connections until
 //! `hard-stop-after`. Defaults follow the controller's shipped haproxy.cfg and
@@ -17,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::timeouts::{self, Scope};
-use crate::render::local::{LocalContext, NAMESPACE, Result, SERVICE, duration_value};
+use crate::render::kind::TLS_SECRET_NAME;
+use crate::render::local::{LocalContext, NAMESPACE, Result, SERVICE, TlsPaths, duration_value};
 use model::EnvKind;
 use model::capability::check;
 use model::{Affinity, Controller, IngressSpec};
@@ -190,6 +193,132 @@ pub fn commit_map_command(version: u32, path: &Path) -> String {
     format!("commit map @{version} {}", path.display())
 }
 
+/// The HTTPS bind's ALPN: the controller's `tls-alpn` default (pkg/annotations/common/main.go),
+/// which pkg/haproxy/api/frontend.go `FrontendEnableSSLOffload` puts on the bind.
+pub const TLS_ALPN: &str = "h2,http/1.1";
+
+/// The frontend certificates directory, `<config dir>/certs/frontend` (pkg/haproxy/env/main.go
+/// `Certs.FrontendDir`). The HTTPS bind serves the whole directory (`ssl crt <dir>`:
+/// `FrontendEnableSSLOffload` sets `bind.SslCertificate = certDir`, the handler's `CertDir` being
+/// `c.haproxy.Certs.FrontendDir`, pkg/controller/handler.go), and the directory is also the name
+/// of that bind's crt-list on the runtime API.
+pub fn certs_dir(ctx: &LocalContext) -> PathBuf {
+    ctx.runtime_dir.join("certs").join("frontend")
+}
+
+/// The file the controller writes for a frontend TLS Secret: `<namespace>_<secret name>.pem`
+/// (pkg/haproxy/certs/main.go `AddSecret`, `FT_CERT`, and `writeSecret`'s `.pem`).
+pub fn cert_file_name(secret: &str) -> String {
+    format!("{NAMESPACE}_{secret}.pem")
+}
+
+/// The TLS Secret of an extra route that has its own certificate: named after its host's first
+/// label (`listener-1` for `listener-1.testbed.local`), so each host's Secret keeps its name.
+pub fn route_secret_name(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+/// One certificate the HTTPS bind serves: the file in [`certs_dir`] and the TLS files the testbed
+/// keeps the Secret's data in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontendCert {
+    pub path: PathBuf,
+    pub tls: TlsPaths,
+}
+
+/// Every certificate the HTTPS bind serves: the spec's ([`TLS_SECRET_NAME`], as the kind
+/// renderer's Ingress names it) and each extra route's own, in that order. None without a TLS
+/// listener: the local data plane has one listener, and it serves certificates only when the
+/// spec asks for TLS.
+pub fn frontend_certs(ctx: &LocalContext) -> Vec<FrontendCert> {
+    let Some(tls) = &ctx.tls else {
+        return Vec::new();
+    };
+    let dir = certs_dir(ctx);
+    let mut certs = vec![FrontendCert {
+        path: dir.join(cert_file_name(TLS_SECRET_NAME)),
+        tls: tls.clone(),
+    }];
+    for route in &ctx.extra_routes {
+        let Some(tls) = &route.tls else { continue };
+        let path = dir.join(cert_file_name(route_secret_name(&route.host)));
+        if !certs.iter().any(|c| c.path == path) {
+            certs.push(FrontendCert { path, tls: tls.clone() });
+        }
+    }
+    certs
+}
+
+/// A certificate file's text: the Secret's `tls.key`, then its `tls.crt` (the chain), as
+/// pkg/haproxy/certs/main.go `certContent` joins them.
+pub fn cert_file_text(key: &str, chain: &str) -> String {
+    let mut text = key.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(chain);
+    text
+}
+
+/// `new ssl cert <file>`: an empty certificate store for a new file (client-native's
+/// `NewCertificate`, called by pkg/haproxy/certs/main.go `updateRuntime`).
+pub fn new_cert_command(path: &Path) -> String {
+    format!("new ssl cert {}", path.display())
+}
+
+/// Whether `new ssl cert` created the store (`New empty certificate store '<file>'!`), as
+/// client-native checks it.
+pub fn new_cert_created(answer: &str) -> bool {
+    answer.contains("New empty certificate store")
+}
+
+/// Whether `new ssl cert` found the store there already (`Certificate '<file>' already
+/// exists!`): `updateRuntime` then updates it and leaves the crt-list alone.
+pub fn cert_already_exists(answer: &str) -> bool {
+    answer.contains("already exists")
+}
+
+/// `set ssl cert <file> <<` with the file's text as payload (client-native's `SetCertificate`).
+/// The command ends with the payload's last line; the runtime API client's final newline
+/// closes the payload with an empty line, as with [`add_map_commands`].
+pub fn set_cert_command(path: &Path, text: &str) -> String {
+    let mut command = format!("set ssl cert {} <<\n{text}", path.display());
+    if !command.ends_with('\n') {
+        command.push('\n');
+    }
+    command
+}
+
+/// Whether `set ssl cert` opened or updated its transaction (`Transaction created for
+/// certificate <file>!`), as client-native's `transactionOK` checks it (case-insensitively).
+pub fn cert_transaction_ok(answer: &str) -> bool {
+    let answer = answer.to_lowercase();
+    answer.contains("transaction created") || answer.contains("transaction updated")
+}
+
+/// `commit ssl cert <file>` (client-native's `CommitCertificate`).
+pub fn commit_cert_command(path: &Path) -> String {
+    format!("commit ssl cert {}", path.display())
+}
+
+/// Whether the commit succeeded (`Committing <file>` then `Success!`), as client-native checks it.
+pub fn cert_committed(answer: &str) -> bool {
+    answer.contains("Committing") && answer.contains("Success!")
+}
+
+/// `add ssl crt-list <dir> <file>`: a new certificate joins the directory bind's crt-list
+/// (client-native's `AddCrtListEntry`; pkg/haproxy/certs/main.go `updateRuntime` passes the
+/// file's directory as the crt-list).
+pub fn add_crt_list_command(dir: &Path, path: &Path) -> String {
+    format!("add ssl crt-list {} {}", dir.display(), path.display())
+}
+
+/// Whether the crt-list took the certificate (`Inserting certificate '<file>' in crt-list
+/// '<dir>'.` then `Success!`), as client-native checks it.
+pub fn crt_list_added(answer: &str) -> bool {
+    answer.contains("Success")
+}
+
 /// The backend name the controller uses: `<namespace>_svc_<service>_<port name or number>`.
 pub fn backend_name() -> String {
     format!("{NAMESPACE}_svc_{SERVICE}_http")
@@ -282,8 +411,10 @@ pub fn render_with_changes(
     if spec.proxy_protocol {
         bind.push_str(" accept-proxy");
     }
-    if let Some(tls) = &ctx.tls {
-        let _ = write!(bind, " ssl crt {} alpn http/1.1", tls.bundle.display());
+    if ctx.tls.is_some() {
+        // The controller's HTTPS bind: the certificates directory, every Secret a file in it
+        // ([`frontend_certs`]), and `tls-alpn`'s default.
+        let _ = write!(bind, " ssl crt {} alpn {TLS_ALPN}", certs_dir(ctx).display());
     }
     let _ = writeln!(w, "{bind}");
     let _ = writeln!(w, "  mode http");
@@ -498,8 +629,115 @@ mod tests {
         let spec = IngressSpec::new(3).with_proxy_protocol().with_tls();
         check(
             &render_ok(&spec, &with_tls(context())),
-            &["bind 127.0.0.1:18000 accept-proxy ssl crt /tmp/testbed-run/server.pem"],
+            &["bind 127.0.0.1:18000 accept-proxy ssl crt /tmp/testbed-run/certs/frontend "],
         );
+    }
+
+    #[test]
+    fn the_tls_bind_serves_a_certificate_directory_with_h2_and_http11() {
+        let spec = IngressSpec::new(3).with_tls();
+        let conf = render_ok(&spec, &with_tls(context()));
+        check(
+            &conf,
+            &["  bind 127.0.0.1:18000 ssl crt /tmp/testbed-run/certs/frontend alpn h2,http/1.1\n"],
+        );
+        // The certificate is a file in the directory, never named on the bind.
+        check_absent(&conf, &["server.pem", "default_ws-echo-tls.pem"]);
+        assert_eq!(
+            frontend_certs(&with_tls(context())),
+            [FrontendCert {
+                path: PathBuf::from("/tmp/testbed-run/certs/frontend/default_ws-echo-tls.pem"),
+                tls: with_tls(context()).tls.unwrap(),
+            }]
+        );
+    }
+
+    fn listener_route(ctx: LocalContext, n: u32) -> LocalContext {
+        let mut ctx = ctx;
+        ctx.extra_routes.push(ExtraRoute {
+            host: format!("listener-{n}.testbed.local"),
+            path: "/".to_owned(),
+            tls: Some(TlsPaths {
+                cert: PathBuf::from(format!("/tmp/testbed-run/listener-{n}.crt")),
+                key: PathBuf::from(format!("/tmp/testbed-run/listener-{n}.key")),
+                bundle: PathBuf::from(format!("/tmp/testbed-run/listener-{n}.pem")),
+            }),
+        });
+        ctx
+    }
+
+    #[test]
+    fn an_extra_route_with_its_own_certificate_is_a_file_in_that_directory() {
+        let plain = with_tls(context());
+        let ctx = listener_route(listener_route(plain.clone(), 1), 2);
+        let certs = frontend_certs(&ctx);
+        let paths: Vec<_> = certs.iter().map(|c| c.path.display().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/tmp/testbed-run/certs/frontend/default_ws-echo-tls.pem",
+                "/tmp/testbed-run/certs/frontend/default_listener-1.pem",
+                "/tmp/testbed-run/certs/frontend/default_listener-2.pem",
+            ]
+        );
+        assert_eq!(certs[1].tls, ctx.extra_routes[0].tls.clone().unwrap());
+        // The bind does not change: a new certificate is not a reload.
+        let spec = IngressSpec::new(3).with_tls();
+        assert_eq!(render_ok(&spec, &ctx), render_ok(&spec, &plain));
+        // Without a TLS listener there is no directory to serve a certificate from.
+        assert!(frontend_certs(&listener_route(context(), 1)).is_empty());
+    }
+
+    #[test]
+    fn a_certificate_file_is_the_key_then_the_chain() {
+        assert_eq!(cert_file_text("KEY\n", "CERT\nCA\n"), "KEY\nCERT\nCA\n");
+        assert_eq!(cert_file_text("KEY", "CERT\n"), "KEY\nCERT\n");
+    }
+
+    #[test]
+    fn a_new_certificate_is_new_set_commit_then_added_to_the_directory_crt_list() {
+        let ctx = listener_route(with_tls(context()), 1);
+        let cert = &frontend_certs(&ctx)[1];
+        let file = "/tmp/testbed-run/certs/frontend/default_listener-1.pem";
+        assert_eq!(new_cert_command(&cert.path), format!("new ssl cert {file}"));
+        assert_eq!(
+            set_cert_command(&cert.path, "KEY\nCERT\n"),
+            format!("set ssl cert {file} <<\nKEY\nCERT\n")
+        );
+        assert_eq!(commit_cert_command(&cert.path), format!("commit ssl cert {file}"));
+        assert_eq!(
+            add_crt_list_command(&certs_dir(&ctx), &cert.path),
+            format!("add ssl crt-list /tmp/testbed-run/certs/frontend {file}")
+        );
+        // HAProxy 2.8.25's answers.
+        assert!(new_cert_created(&format!("New empty certificate store '{file}'!\n\n")));
+        assert!(cert_already_exists(&format!(
+            "Certificate '{file}' already exists!\n\n"
+        )));
+        assert!(cert_transaction_ok(&format!(
+            "Transaction created for certificate {file}!\n\n"
+        )));
+        assert!(!cert_transaction_ok(
+            "Can't replace a certificate which is not referenced by the configuration!\n"
+        ));
+        assert!(cert_committed(&format!("Committing {file}\nSuccess!\n\n")));
+        assert!(!cert_committed("No ongoing transaction! !\nCan't commit x.pem!\n\n"));
+        assert!(crt_list_added(&format!(
+            "Inserting certificate '{file}' in crt-list '/tmp/testbed-run/certs/frontend'.\nSuccess!\n\n"
+        )));
+        assert!(!crt_list_added(
+            "Can't edit the crt-list: file already exists in this directory!\n\n"
+        ));
+    }
+
+    #[test]
+    fn a_route_secret_is_named_after_its_hosts_first_label() {
+        assert_eq!(route_secret_name("listener-3.testbed.local"), "listener-3");
+        assert_eq!(
+            cert_file_name(route_secret_name("listener-3.testbed.local")),
+            "default_listener-3.pem"
+        );
+        assert_eq!(cert_file_name(TLS_SECRET_NAME), "default_ws-echo-tls.pem");
     }
 
     fn with_route(host: &str, path: &str) -> LocalContext {
@@ -507,6 +745,7 @@ mod tests {
         ctx.extra_routes.push(ExtraRoute {
             host: host.to_owned(),
             path: path.to_owned(),
+            tls: None,
         });
         ctx
     }

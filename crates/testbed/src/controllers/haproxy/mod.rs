@@ -5,9 +5,11 @@
 //! documentation/annotations.md, pkg/service/service.go); ConfigMap keys `timeout-client`,
 //! `timeout-server`, `timeout-tunnel` ([`timeouts`], the one translation both environments read),
 //! `hard-stop-after`, `proxy-protocol`.
-//! local: [`config`] writes haproxy.cfg and the routing maps as the controller does; [`driver`]
-//! fills server slots and replaces map contents over the runtime API, and reloads through the
-//! master CLI for controller-wide changes.
+//! local: [`config`] writes haproxy.cfg and the routing maps as the controller does, with the TLS
+//! bind serving a certificates directory (`ssl crt <dir>`, one `<namespace>_<secret>.pem` a TLS
+//! Secret); [`driver`] fills server slots, replaces map contents and adds a new host's
+//! certificate over the runtime API (no reload), and reloads through the master CLI for
+//! controller-wide changes.
 
 pub mod config;
 mod driver;
@@ -117,6 +119,8 @@ impl ControllerImpl for Haproxy {
         }
     }
 
+    /// haproxy.cfg and the maps. The certificate files are copies of the TLS files the context
+    /// names, written by the driver ([`config::frontend_certs`]), so they are not text rendered here.
     fn local_config(&self, spec: &IngressSpec, ctx: &LocalContext) -> Result<Vec<(String, String)>, Unsupported> {
         let slots: Vec<_> = ctx.backends.pods.iter().copied().map(Some).collect();
         let mut files = vec![("haproxy.cfg".to_owned(), config::render(spec, ctx, &slots)?)];

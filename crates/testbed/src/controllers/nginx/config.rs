@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::render::local::{LocalContext, Result, SERVICE, SERVICE_PORT, duration_value};
+use crate::render::local::{LocalContext, Result, SERVICE, SERVICE_PORT, TlsPaths, duration_value};
 use model::EnvKind;
 use model::capability::check;
 use model::{Affinity, Controller, IngressSpec};
@@ -194,22 +194,29 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
     let _ = writeln!(w, "    # default backend: hosts without an Ingress rule");
     let _ = writeln!(w, "    server {{");
     let _ = writeln!(w, "        listen {}{ssl}{proxy} default_server;", ctx.listen);
-    write_tls(w, ctx);
+    write_tls(w, ctx.tls.as_ref());
     let _ = writeln!(w, "        location / {{\n            return 404;\n        }}");
     let _ = writeln!(w, "    }}");
 
-    let mut routes = vec![(spec.host.as_str(), spec.path.as_str(), true)];
-    routes.extend(
-        ctx.extra_routes
-            .iter()
-            .map(|r| (r.host.as_str(), r.path.as_str(), false)),
-    );
-    for (host, path, main) in routes {
+    // Every Ingress host is its own server block, with its Ingress's certificate where it has
+    // one (ingress-nginx v1.15.1 serves it through ssl_certificate_by_lua_file, nginx.tmpl; a
+    // certificate alone is dynamic, but a new host is a new server, which reloads:
+    // pkg/util/ingress/ingress.go IsDynamicConfigurationEnough).
+    let mut routes = vec![(spec.host.as_str(), spec.path.as_str(), true, ctx.tls.as_ref())];
+    routes.extend(ctx.extra_routes.iter().map(|r| {
+        (
+            r.host.as_str(),
+            r.path.as_str(),
+            false,
+            r.tls.as_ref().or(ctx.tls.as_ref()),
+        )
+    }));
+    for (host, path, main, tls) in routes {
         let _ = writeln!(w, "    ## start server {host}");
         let _ = writeln!(w, "    server {{");
         let _ = writeln!(w, "        server_name {host};");
         let _ = writeln!(w, "        listen {}{ssl}{proxy};", ctx.listen);
-        write_tls(w, ctx);
+        write_tls(w, tls.filter(|_| ctx.tls.is_some()));
         let cookie = main && matches!(spec.affinity, Affinity::Cookie(_));
         // `proxy_next_upstream error timeout; proxy_next_upstream_tries 3` with balancer.lua's
         // `set_more_tries(1)`: each failed try asks the balancer again. Without an upstream block
@@ -293,8 +300,8 @@ fn write_proxy(w: &mut String, read: Duration, send: Duration, peer: &str) {
     let _ = writeln!(w, "            proxy_pass http://${peer};");
 }
 
-fn write_tls(w: &mut String, ctx: &LocalContext) {
-    if let Some(tls) = &ctx.tls {
+fn write_tls(w: &mut String, tls: Option<&TlsPaths>) {
+    if let Some(tls) = tls {
         let _ = writeln!(w, "        ssl_certificate {};", tls.cert.display());
         let _ = writeln!(w, "        ssl_certificate_key {};", tls.key.display());
         let _ = writeln!(w, "        ssl_protocols TLSv1.2 TLSv1.3;");
@@ -489,11 +496,43 @@ mod tests {
         ctx.extra_routes.push(ExtraRoute {
             host: "other.testbed.local".to_owned(),
             path: "/".to_owned(),
+            tls: None,
         });
         check(
             &render_ok(&IngressSpec::new(3), &ctx),
             &["server_name other.testbed.local;"],
         );
+    }
+
+    #[test]
+    fn a_host_with_its_own_certificate_serves_it_on_the_same_listener() {
+        let mut ctx = with_tls(context());
+        ctx.extra_routes.push(ExtraRoute {
+            host: "listener-1.testbed.local".to_owned(),
+            path: "/".to_owned(),
+            tls: Some(TlsPaths {
+                cert: "/tmp/testbed-run/listener-1.crt".into(),
+                key: "/tmp/testbed-run/listener-1.key".into(),
+                bundle: "/tmp/testbed-run/listener-1.pem".into(),
+            }),
+        });
+        let conf = render_ok(&IngressSpec::new(1).with_tls(), &ctx);
+        let server = conf
+            .split("## start server listener-1.testbed.local")
+            .nth(1)
+            .and_then(|rest| rest.split("## end server").next())
+            .expect("a server block for the new host");
+        check(
+            server,
+            &[
+                "listen 127.0.0.1:18000 ssl;",
+                "ssl_certificate /tmp/testbed-run/listener-1.crt;",
+                "ssl_certificate_key /tmp/testbed-run/listener-1.key;",
+            ],
+        );
+        // The spec's own host keeps the listener's certificate.
+        let main = conf.split("## start server listener-1.testbed.local").next().unwrap();
+        assert!(!main.contains("listener-1.crt"), "{main}");
     }
 
     #[test]

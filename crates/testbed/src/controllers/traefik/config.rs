@@ -159,11 +159,16 @@ pub fn render_dynamic_with_changes(
         }
     });
     if let Some(tls) = &ctx.tls {
+        // Every Ingress's TLS Secret is one certificate of the provider's configuration
+        // (traefik v3.6.13 pkg/provider/kubernetes/ingress/kubernetes.go getCertificates,
+        // getTLSConfig); the entry point picks one by SNI, without restarting anything.
+        let own = ctx.extra_routes.iter().filter_map(|r| r.tls.as_ref());
+        let certificates: Vec<Value> = std::iter::once(tls)
+            .chain(own)
+            .map(|t| json!({ "certFile": t.cert.display().to_string(), "keyFile": t.key.display().to_string() }))
+            .collect();
         config["tls"] = json!({
-            "certificates": [{
-                "certFile": tls.cert.display().to_string(),
-                "keyFile": tls.key.display().to_string(),
-            }],
+            "certificates": certificates,
             "stores": { "default": { "defaultCertificate": {
                 "certFile": tls.cert.display().to_string(),
                 "keyFile": tls.key.display().to_string(),
@@ -321,11 +326,35 @@ mod tests {
     }
 
     #[test]
+    fn a_host_with_its_own_certificate_adds_it_to_the_certificates() {
+        let mut ctx = with_tls(context());
+        ctx.extra_routes.push(ExtraRoute {
+            host: "listener-1.testbed.local".to_owned(),
+            path: "/".to_owned(),
+            tls: Some(crate::render::local::TlsPaths {
+                cert: "/tmp/testbed-run/listener-1.crt".into(),
+                key: "/tmp/testbed-run/listener-1.key".into(),
+                bundle: "/tmp/testbed-run/listener-1.pem".into(),
+            }),
+        });
+        let conf = dynamic(&IngressSpec::new(1).with_tls(), &ctx);
+        check(
+            &conf,
+            &[
+                "Host(`listener-1.testbed.local`)",
+                "certFile: /tmp/testbed-run/listener-1.crt",
+                "keyFile: /tmp/testbed-run/listener-1.key",
+            ],
+        );
+    }
+
+    #[test]
     fn extra_routes_add_routers() {
         let mut ctx = context();
         ctx.extra_routes.push(ExtraRoute {
             host: "other.testbed.local".to_owned(),
             path: "/".to_owned(),
+            tls: None,
         });
         check(&dynamic(&IngressSpec::new(3), &ctx), &["Host(`other.testbed.local`)"]);
     }

@@ -69,6 +69,9 @@ impl TraefikDriver {
         let url = format!("{scheme}://{host}:{}/healthz", probe.addr.port());
         let mut marker = ProbeOptions::new(probe.addr, &url)?;
         marker.tls = probe.tls.clone();
+        // Over TLS, the deployment's own host as the server name: the marker host has no
+        // certificate, and Traefik routes by the Host header whatever the SNI.
+        marker.sni = probe.is_tls().then(|| probe.host().to_owned());
         marker.proxy_client = probe.proxy_client;
         let applied = WaitFor::Http {
             opts: Box::new(marker.handshake_timeout(Duration::from_secs(2))),

@@ -119,6 +119,16 @@ pub struct TlsMaterial {
     pub key_pem: String,
 }
 
+impl From<&probe::tls::TestCa> for TlsMaterial {
+    /// `ca`'s server certificate with the CA's after it (the chain a TLS Secret holds) and its key.
+    fn from(ca: &probe::tls::TestCa) -> Self {
+        TlsMaterial {
+            cert_chain_pem: format!("{}{}", ca.server_cert_pem, ca.ca_cert_pem),
+            key_pem: ca.server_key_pem.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsMaterial").finish_non_exhaustive()
@@ -210,7 +220,7 @@ pub fn to_yaml_doc<T: Serialize>(obj: &T) -> String {
 pub fn render(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> Result<KindObjects, Unsupported> {
     model::capability::check(controller, model::EnvKind::Kind, spec)?;
     let tls_secret = match (spec.tls, &opts.tls) {
-        (true, Some(tls)) => Some(tls_secret(opts, tls)),
+        (true, Some(tls)) => Some(tls_secret(TLS_SECRET_NAME, opts, tls)),
         _ => None,
     };
     let routing_objects = controllers::of(controller).routing_objects(spec, opts)?;
@@ -218,7 +228,9 @@ pub fn render(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) 
         controller,
         deployment: deployment(controller, spec, opts),
         service: service(controller, spec, opts),
-        ingress: routing_objects.is_none().then(|| ingress(controller, spec, opts)),
+        ingress: routing_objects
+            .is_none()
+            .then(|| ingress(controller, spec, opts, TLS_SECRET_NAME)),
         routing_objects,
         network_policy: network_policy(controller, opts),
         tls_secret,
@@ -426,7 +438,9 @@ pub fn ingress_annotations(controller: Controller, spec: &IngressSpec) -> BTreeM
     controllers::of(controller).ingress_annotations(spec)
 }
 
-fn ingress(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> Ingress {
+/// The Ingress for `spec`'s host and path to the ws-echo Service, terminating TLS for the host
+/// with the Secret `tls_secret` when `spec.tls`.
+fn ingress(controller: Controller, spec: &IngressSpec, opts: &RenderOptions, tls_secret: &str) -> Ingress {
     let mut metadata = meta(APP_NAME, controller, opts);
     let annotations = ingress_annotations(controller, spec);
     if !annotations.is_empty() {
@@ -439,7 +453,7 @@ fn ingress(controller: Controller, spec: &IngressSpec, opts: &RenderOptions) -> 
             tls: spec.tls.then(|| {
                 vec![IngressTLS {
                     hosts: Some(vec![spec.host.clone()]),
-                    secret_name: Some(TLS_SECRET_NAME.to_owned()),
+                    secret_name: Some(tls_secret.to_owned()),
                 }]
             }),
             rules: Some(vec![IngressRule {
@@ -478,12 +492,106 @@ pub fn deployment_host(namespace: &str) -> String {
 /// makes ingress-nginx reload. Its host is new to the controller (unique per namespace and serial):
 /// a host another Ingress already serves would change nothing and provoke nothing.
 pub fn unrelated_ingress(controller: Controller, opts: &RenderOptions, serial: u32) -> Ingress {
+    let host = format!("unrelated-{serial}-{}.testbed.local", opts.namespace);
+    added_ingress(controller, opts, &format!("unrelated-{serial}"), &host, None)
+}
+
+/// Another Ingress of `controller`'s class, named `name`: `host` to the ws-echo Service, no
+/// annotations (what the deployment's own Ingress sets is its route's, not the new host's),
+/// terminating TLS for `host` with the Secret `tls_secret` when given. Where a controller picks
+/// entry points by annotation, it is served on all of them, with TLS on those that terminate it
+/// by default (the pinned charts' HTTPS entry point does).
+fn added_ingress(
+    controller: Controller,
+    opts: &RenderOptions,
+    name: &str,
+    host: &str,
+    tls_secret: Option<&str>,
+) -> Ingress {
     let mut spec = IngressSpec::new(1);
-    spec.host = format!("unrelated-{serial}-{}.testbed.local", opts.namespace);
-    let mut ing = ingress(controller, &spec, opts);
-    ing.metadata.name = Some(format!("unrelated-{serial}"));
+    spec.host = host.to_owned();
+    spec.tls = tls_secret.is_some();
+    let mut ing = ingress(controller, &spec, opts, tls_secret.unwrap_or(TLS_SECRET_NAME));
+    ing.metadata.name = Some(name.to_owned());
     ing.metadata.annotations = None;
     ing
+}
+
+/// The host of the `serial`-th listener change (`Deployment::apply_listener_change`): new to the
+/// controller, unique per namespace and serial, one DNS label under testbed.local.
+pub fn listener_host(opts: &RenderOptions, serial: u32) -> String {
+    format!("listener-{serial}-{}.testbed.local", opts.namespace)
+}
+
+/// The name of the `serial`-th listener change's Ingress (Envoy Gateway: its HTTPRoute).
+pub fn listener_change_name(serial: u32) -> String {
+    format!("listener-{serial}")
+}
+
+/// The name of the Secret holding the `serial`-th listener change's certificate.
+pub fn listener_secret_name(serial: u32) -> String {
+    format!("listener-{serial}-tls")
+}
+
+/// The `serial`-th listener change for a controller driven through Ingress: another host with
+/// its own certificate on the listener that terminates the deployment's TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerChange {
+    /// [`listener_host`].
+    pub host: String,
+    /// Its certificate ([`listener_secret_name`]); applied before the Ingress that names it.
+    pub secret: Secret,
+    /// Another Ingress of the controller's class, as [`unrelated_ingress`], with a `tls` section
+    /// for the host naming the Secret.
+    pub ingress: Ingress,
+}
+
+impl ListenerChange {
+    /// The Secret and the Ingress as one multi-document YAML stream, in apply order.
+    pub fn to_yaml(&self) -> String {
+        format!("{}---\n{}", to_yaml_doc(&self.secret), to_yaml_doc(&self.ingress))
+    }
+}
+
+/// The `serial`-th listener change, its Secret holding `tls` (a certificate for
+/// [`listener_host`]).
+pub fn listener_change(controller: Controller, opts: &RenderOptions, serial: u32, tls: &TlsMaterial) -> ListenerChange {
+    let host = listener_host(opts, serial);
+    let secret_name = listener_secret_name(serial);
+    ListenerChange {
+        secret: listener_secret(opts, serial, tls),
+        ingress: added_ingress(
+            controller,
+            opts,
+            &listener_change_name(serial),
+            &host,
+            Some(&secret_name),
+        ),
+        host,
+    }
+}
+
+/// What `Deployment::apply_listener_change` applies for the `serial`-th change of a deployment of
+/// `spec` (a spec with TLS), in apply order: its Secret holding `tls`, then what serves its host
+/// with it — the controller's own objects ([`controllers::ControllerImpl::listener_routing`]), or
+/// another Ingress ([`listener_change`]).
+pub fn listener_change_yaml(
+    controller: Controller,
+    spec: &IngressSpec,
+    opts: &RenderOptions,
+    serial: u32,
+    tls: &TlsMaterial,
+) -> String {
+    match controllers::of(controller).listener_routing(spec, opts, serial) {
+        Some(routing) => format!("{}---\n{routing}", to_yaml_doc(&listener_secret(opts, serial, tls))),
+        None => listener_change(controller, opts, serial, tls).to_yaml(),
+    }
+}
+
+/// The Secret of the `serial`-th listener change, holding `tls`: what every controller's listener
+/// change names (an Ingress's `tls` section, a Gateway listener's `certificateRefs`).
+pub fn listener_secret(opts: &RenderOptions, serial: u32, tls: &TlsMaterial) -> Secret {
+    tls_secret(&listener_secret_name(serial), opts, tls)
 }
 
 fn network_policy(controller: Controller, opts: &RenderOptions) -> NetworkPolicy {
@@ -550,10 +658,11 @@ fn network_policy(controller: Controller, opts: &RenderOptions) -> NetworkPolicy
     }
 }
 
-fn tls_secret(opts: &RenderOptions, tls: &TlsMaterial) -> Secret {
+/// A `kubernetes.io/tls` Secret `name` holding `tls`.
+fn tls_secret(name: &str, opts: &RenderOptions, tls: &TlsMaterial) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(TLS_SECRET_NAME.to_owned()),
+            name: Some(name.to_owned()),
             namespace: Some(opts.namespace.clone()),
             ..ObjectMeta::default()
         },
@@ -893,6 +1002,83 @@ mod tests {
             );
             assert_eq!(strategy["rollingUpdate"]["maxSurge"], 0, "{controller}: {strategy}");
         }
+    }
+
+    #[test]
+    fn a_listener_change_is_its_own_tls_secret_and_an_ingress_terminating_its_host_with_it() {
+        let ca = probe::tls::TestCa::generate(&["echo.testbed.local", "*.testbed.local"]).unwrap();
+        let host = listener_host(&opts(), 3);
+        assert_eq!(host, "listener-3-tb-test.testbed.local");
+        let cert = ca.issue(&[host.as_str()]).unwrap();
+        let through_ingress = Controller::ALL
+            .into_iter()
+            .filter(|c| c.info().api == model::RoutingApi::Ingress)
+            .collect::<Vec<_>>();
+        assert!(through_ingress.len() >= 3, "{through_ingress:?}");
+        for controller in through_ingress {
+            let change = listener_change(controller, &opts(), 3, &TlsMaterial::from(&cert));
+            assert_eq!(change.host, host);
+            let secret = &change.secret;
+            assert_eq!(secret.metadata.name.as_deref(), Some("listener-3-tls"));
+            assert_eq!(secret.metadata.namespace.as_deref(), Some("tb-test"));
+            assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+            let data = secret.string_data.as_ref().unwrap();
+            assert_eq!(
+                data["tls.crt"],
+                format!("{}{}", cert.server_cert_pem, ca.ca_cert_pem),
+                "the new host's certificate, then the CA"
+            );
+            assert_ne!(
+                data["tls.crt"],
+                TlsMaterial::from(&ca).cert_chain_pem,
+                "not the deployment's"
+            );
+            assert_eq!(data["tls.key"], cert.server_key_pem);
+
+            let ing = &change.ingress;
+            assert_eq!(ing.metadata.name.as_deref(), Some("listener-3"));
+            assert_eq!(ing.metadata.annotations, None, "{controller}: as the unrelated Ingress");
+            let spec = ing.spec.as_ref().unwrap();
+            assert_eq!(spec.ingress_class_name.as_deref(), Some(controller.ingress_class()));
+            assert_eq!(
+                spec.tls,
+                Some(vec![IngressTLS {
+                    hosts: Some(vec![host.clone()]),
+                    secret_name: Some("listener-3-tls".to_owned()),
+                }])
+            );
+            let rules = spec.rules.as_ref().unwrap();
+            assert_eq!(rules.len(), 1);
+            assert_eq!(rules[0].host.as_deref(), Some(host.as_str()));
+            let backend = rules[0].http.as_ref().unwrap().paths[0]
+                .backend
+                .service
+                .as_ref()
+                .unwrap();
+            assert_eq!(backend.name, APP_NAME);
+
+            let docs = crate::kind::parse_yaml_docs(&change.to_yaml()).unwrap();
+            let kinds: Vec<&str> = docs.iter().map(|d| d.types.as_ref().unwrap().kind.as_str()).collect();
+            assert_eq!(kinds, ["Secret", "Ingress"], "the Secret before what names it");
+        }
+    }
+
+    #[test]
+    fn the_deployments_own_ingress_keeps_its_secret_and_the_unrelated_one_has_no_tls() {
+        let mut o = opts();
+        o.tls = Some(TlsMaterial {
+            cert_chain_pem: "chain".to_owned(),
+            key_pem: "key".to_owned(),
+        });
+        let objects = render(Controller::Nginx, &IngressSpec::new(1).with_tls(), &o).unwrap();
+        let tls = objects.ingress.unwrap().spec.unwrap().tls.unwrap();
+        assert_eq!(tls[0].secret_name.as_deref(), Some(TLS_SECRET_NAME));
+        assert_eq!(
+            objects.tls_secret.unwrap().metadata.name.as_deref(),
+            Some(TLS_SECRET_NAME)
+        );
+        let unrelated = unrelated_ingress(Controller::Nginx, &o, 0);
+        assert_eq!(unrelated.spec.unwrap().tls, None);
     }
 
     #[test]

@@ -81,6 +81,10 @@ impl From<&probe::tls::TlsFiles> for TlsPaths {
 pub struct ExtraRoute {
     pub host: String,
     pub path: String,
+    /// Its own certificate, served for its host on the same listener (another Ingress's TLS
+    /// Secret; Envoy Gateway: another HTTPS listener's certificateRef). `None`: plain, or the
+    /// listener's certificate when the spec has TLS.
+    pub tls: Option<TlsPaths>,
 }
 
 pub(crate) use crate::render::duration_value;
