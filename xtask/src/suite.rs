@@ -68,7 +68,7 @@ pub fn prepare_local(root: &Path) -> anyhow::Result<()> {
 /// The nextest profile: `ci` locally; `kind`, the only one with retries, against a cluster.
 pub fn profile(env: EnvKind) -> &'static str {
     match env {
-        EnvKind::Local => "ci",
+        EnvKind::Local => "e2e",
         EnvKind::Kind => "kind",
     }
 }

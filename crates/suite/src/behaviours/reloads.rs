@@ -223,6 +223,12 @@ async fn connection_fate_on_data_plane_termination(ctx: Ctx) -> anyhow::Result<S
     let new = if refused { "refused" } else { "accepted" };
     ctx.key_figure(if accepted == 0 {
         format!("{word} at {}; new connections refused", secs(ended))
+    } else if refused {
+        format!(
+            "{word} at {}; new connections refused after {last_accepted:.0} ms ({accepted}/{} accepted before)",
+            secs(ended),
+            report.attempts.len()
+        )
     } else {
         format!(
             "{word} at {}; {accepted}/{} new connections accepted, the last at {last_accepted:.0} ms",
