@@ -152,7 +152,7 @@ pub fn aggregate(runs: &[Run], wall_seconds: f64) -> Summary {
                     s.runs += 1;
                     match outcome {
                         Outcome::Pass => s.passes += 1,
-                        Outcome::NotSupported | Outcome::NotApplicable => s.not_measured += 1,
+                        Outcome::NotSupported | Outcome::NotApplicable | Outcome::NotRun => s.not_measured += 1,
                         Outcome::Fail => {
                             s.failures += 1;
                             s.failed_in.push(run.run);

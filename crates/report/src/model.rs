@@ -17,14 +17,18 @@ pub enum Outcome {
     /// This environment cannot run the behaviour (a Kubernetes-only effect in `local`): says
     /// nothing about the controller.
     NotApplicable,
+    /// The run did not ask for it: a slow-tier measurement (`cargo xtask e2e --slow`); the
+    /// reason says what it would wait for.
+    NotRun,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Pass,
         Outcome::Fail,
         Outcome::NotSupported,
         Outcome::NotApplicable,
+        Outcome::NotRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,7 @@ impl Outcome {
             Outcome::Fail => "fail",
             Outcome::NotSupported => "not-supported",
             Outcome::NotApplicable => "not-applicable",
+            Outcome::NotRun => "not-run",
         }
     }
 
@@ -43,7 +48,14 @@ impl Outcome {
             Outcome::Fail => "FAIL",
             Outcome::NotSupported => "not supported",
             Outcome::NotApplicable => "n/a here",
+            Outcome::NotRun => "slow tier",
         }
+    }
+
+    /// Whether the behaviour was measured (passed or failed) rather than answered without a
+    /// measurement.
+    pub fn measured(self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::Fail)
     }
 }
 
@@ -187,7 +199,9 @@ impl BehaviourResult {
     /// The caveat, when it applies: a behaviour not applicable here was not observed, so it has
     /// none; one the controller does not support keeps its caveat (that is the finding).
     pub fn shown_caveat(&self) -> Option<&Caveat> {
-        self.caveat.as_ref().filter(|_| self.outcome != Outcome::NotApplicable)
+        self.caveat
+            .as_ref()
+            .filter(|_| !matches!(self.outcome, Outcome::NotApplicable | Outcome::NotRun))
     }
 
     /// The matrix cell's verdict for users: ✓ (what users want), ⚠ (the controller does what its
@@ -200,12 +214,13 @@ impl BehaviourResult {
             (Outcome::Pass, true) | (Outcome::NotSupported, true) => "⚠",
             (Outcome::NotSupported, false) => "not supported",
             (Outcome::NotApplicable, _) => "n/a here",
+            (Outcome::NotRun, _) => "slow tier",
         }
     }
 
     /// The mark a matrix cell carries for a local figure from a modelled mechanism.
     pub fn modelled_mark(&self) -> &'static str {
-        if self.fidelity.level == FidelityLevel::Modelled && self.outcome != Outcome::NotApplicable {
+        if self.fidelity.level == FidelityLevel::Modelled && self.outcome.measured() {
             " ≈"
         } else {
             ""
@@ -317,11 +332,15 @@ impl Report {
     /// "75 passed, 0 failed, 3 not supported by the controller, 6 not applicable here".
     pub fn summary(&self) -> String {
         format!(
-            "{} passed, {} failed, {} not supported by the controller, {} not applicable in this environment",
+            "{} passed, {} failed, {} not supported by the controller, {} not applicable in this environment{}",
             self.count(Outcome::Pass),
             self.count(Outcome::Fail),
             self.count(Outcome::NotSupported),
-            self.count(Outcome::NotApplicable)
+            self.count(Outcome::NotApplicable),
+            match self.count(Outcome::NotRun) {
+                0 => String::new(),
+                n => format!(", {n} left to the slow tier (cargo xtask e2e --slow)"),
+            }
         )
     }
 }

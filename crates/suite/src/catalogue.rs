@@ -58,7 +58,7 @@ pub struct Behaviour {
     /// Only a real cluster can show it; `local` reports it as not applicable, with this reason.
     pub kubernetes_only: Option<&'static str>,
     /// The controllers for which it belongs to the slow tier (minutes of waiting): their trials
-    /// are ignored unless asked for (`cargo xtask e2e --slow`, nextest `--run-ignored`).
+    /// answer "not run" unless asked for (`cargo xtask e2e --slow` sets `TESTBED_SLOW=1`).
     pub slow: Option<fn(Controller) -> bool>,
 }
 

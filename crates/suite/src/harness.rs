@@ -25,6 +25,14 @@ use crate::profile;
 const CASE_TIMEOUT: Duration = Duration::from_secs(150);
 /// The same for the slow tier, which waits up to 5 minutes and a half for one default.
 const SLOW_CASE_TIMEOUT: Duration = Duration::from_secs(400);
+/// Set to `1` (by `cargo xtask e2e --slow`): run the slow tier's trials rather than answer them
+/// with [`Outcome::NotRun`].
+pub const SLOW_TIER_VAR: &str = "TESTBED_SLOW";
+const SLOW_TIER_COMMAND: &str = "cargo xtask e2e --slow";
+
+fn slow_tier() -> bool {
+    std::env::var(SLOW_TIER_VAR).is_ok_and(|v| v == "1")
+}
 
 /// What a running test can use and record.
 #[derive(Clone)]
@@ -174,10 +182,15 @@ pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Resul
         duration_ms: 0.0,
     };
 
+    let slow = behaviour.slow.is_some_and(|applies| applies(controller));
     match (env, behaviour.kubernetes_only) {
         (EnvKind::Local, Some(reason)) => not_measured(&mut result, Outcome::NotApplicable, reason.to_owned()),
+        _ if slow && !slow_tier() => not_measured(
+            &mut result,
+            Outcome::NotRun,
+            format!("waits minutes: the slow tier measures it ({SLOW_TIER_COMMAND})"),
+        ),
         _ => {
-            let slow = behaviour.slow.is_some_and(|applies| applies(controller));
             let limit = if slow { SLOW_CASE_TIMEOUT } else { CASE_TIMEOUT };
             measure(&mut result, env, controller, &(behaviour.spec)(), behaviour.test, limit).await
         }
@@ -187,7 +200,7 @@ pub async fn run(behaviour: &'static Behaviour, controller: Controller) -> Resul
 
     match result.outcome {
         Outcome::Pass => Ok(Outcome::Pass),
-        Outcome::NotSupported | Outcome::NotApplicable => {
+        Outcome::NotSupported | Outcome::NotApplicable | Outcome::NotRun => {
             eprintln!(
                 "{} {name} [{controller}, {env}]: {}",
                 result.outcome.label().to_uppercase(),

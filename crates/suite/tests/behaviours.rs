@@ -16,9 +16,7 @@ fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = suite::catalogue::trials()
         .map(|(behaviour, controller)| {
-            // The slow tier's trials run only when asked for (nextest --run-ignored).
-            let slow = behaviour.slow.is_some_and(|applies| applies(controller));
-            Trial::test(behaviour.trial_name(controller), move || run(behaviour, controller)).with_ignored_flag(slow)
+            Trial::test(behaviour.trial_name(controller), move || run(behaviour, controller))
         })
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
