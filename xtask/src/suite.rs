@@ -47,10 +47,26 @@ impl Selection {
             .join(" | ");
         let mut filter = format!("binary(behaviours) & ({by_controller})");
         if let Some(pattern) = &self.filter {
-            filter.push_str(&format!(" & test(/{pattern}/)"));
+            filter.push_str(&format!(" & test(/{}/)", behaviour_regex(pattern)));
         }
         filter
     }
+}
+
+/// A regex over trial names (`{behaviour}::{controller}`) that matches where `pattern` matches
+/// the behaviour's name: its `^` and `$` anchor at the name's ends, not the trial's.
+fn behaviour_regex(pattern: &str) -> String {
+    let (start, rest) = match pattern.strip_prefix('^') {
+        Some(rest) => ("^", rest),
+        None => ("^[^:]*", pattern),
+    };
+    let unescaped_dollar = rest.ends_with('$') && !rest.ends_with("\\$");
+    let (core, end) = if unescaped_dollar {
+        (&rest[..rest.len() - 1], "::")
+    } else {
+        (rest, "[^:]*::")
+    };
+    format!("{start}(?:{core}){end}")
 }
 
 /// What the local environment needs before the suite: the pinned data planes, and the ws-echo
@@ -114,8 +130,14 @@ pub fn run(
     .context("running the behaviour suite with nextest");
     let wall_seconds = started.elapsed().as_secs_f64();
     let generated_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let report =
-        report::collect::collect(results, env.name(), generated_at).context("collecting the behaviour results");
+    let ran_any = std::fs::read_dir(results).is_ok_and(|mut d| d.next().is_some());
+    let report = if ran_any {
+        report::collect::collect(results, env.name(), generated_at).context("collecting the behaviour results")
+    } else {
+        Err(anyhow::anyhow!(
+            "no behaviour ran: nothing matches the selection (nextest filterset {filter})"
+        ))
+    };
     Ok(Outcome {
         nextest,
         report,
@@ -136,8 +158,24 @@ mod tests {
         };
         assert_eq!(
             selection.filterset(),
-            "binary(behaviours) & (test(/::nginx$/) | test(/::haproxy$/)) & test(/idle/)"
+            "binary(behaviours) & (test(/::nginx$/) | test(/::haproxy$/)) & test(/^[^:]*(?:idle)[^:]*::/)"
         );
+    }
+
+    #[test]
+    fn a_filter_is_anchored_at_the_behaviour_name_not_the_trial_name() {
+        let re = |p: &str| regex::Regex::new(&behaviour_regex(p)).unwrap();
+        let trial = "default_idle_timeout::nginx";
+        assert!(re("^default_idle_timeout$").is_match(trial));
+        assert!(re("idle").is_match(trial));
+        assert!(re("^default").is_match(trial));
+        assert!(re("timeout$").is_match(trial));
+        assert!(!re("^idle").is_match(trial));
+        assert!(
+            !re("nginx").is_match(trial),
+            "a filter never matches the controller part"
+        );
+        assert!(!re("^default_idle$").is_match(trial));
     }
 
     #[test]
