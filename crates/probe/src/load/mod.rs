@@ -1,4 +1,5 @@
-//! The load generator: closed-loop round trips, idle-connection capacity, handshake churn.
+//! The load generator: closed-loop round trips, idle-connection capacity,
+//! handshake churn, reconnect storms.
 //!
 //! Built on the probe's dialing ([`crate::dial`]) and upgrade request,
 //! framed by [`wire`] without the probe's timeline: one task per connection,
@@ -10,6 +11,7 @@ pub mod churn;
 pub mod idle;
 pub mod rtt;
 pub mod stats;
+pub mod storm;
 mod wire;
 
 use std::net::IpAddr;
@@ -24,6 +26,7 @@ pub use churn::{ChurnConfig, ChurnResult, run_churn};
 pub use idle::{IdleConfig, IdleResult, run_idle};
 pub use rtt::{RttConfig, RttResult, run_rtt};
 pub use stats::{CpuClock, Percentiles, rss_kib};
+pub use storm::{ReconnectPolicy, StormConfig, StormOutcome, StormResult, StormSample, run_storm};
 
 use crate::ProbeOptions;
 
@@ -50,6 +53,14 @@ pub enum LoadError {
     Protocol { reason: String },
     #[error("the server ended the connection (close code {code:?})")]
     Closed { code: Option<u16> },
+    #[error("no connection dropped within {wait_s} s of ready")]
+    NoDrop { wait_s: f64 },
+    // Not a #[source] either: the message carries it.
+    #[error("writing the ready file {}: {error}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Where and how every connection dials; connection `i` binds `sources[i % len]`.

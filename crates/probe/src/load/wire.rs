@@ -101,13 +101,15 @@ impl WireSocket {
                 .await
                 .map_err(|e| handshake_failed(e.into()))?;
             if n == 0 {
-                return Err(handshake_failed(
-                    "the connection closed before the upgrade response".into(),
-                ));
+                // An io::Error of its kind, so the storm mode can count it with resets.
+                return Err(handshake_failed(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection closed before the upgrade response",
+                ))));
             }
             end += n;
         };
-        check_upgrade_response(&rbuf[..head_len], &key).map_err(|reason| handshake_failed(reason.into()))?;
+        check_upgrade_response(&rbuf[..head_len], &key).map_err(handshake_failed)?;
         Ok(WireSocket {
             stream,
             rbuf,
@@ -298,18 +300,21 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
 }
 
-/// A 101 whose Sec-WebSocket-Accept answers `key`.
-fn check_upgrade_response(head: &[u8], key: &[u8]) -> std::result::Result<(), String> {
+/// A 101 whose Sec-WebSocket-Accept answers `key`; another status is an [`UpgradeStatus`].
+fn check_upgrade_response(
+    head: &[u8],
+    key: &[u8],
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err("the upgrade response head is incomplete".into()),
-        Err(e) => return Err(format!("the upgrade response does not parse: {e}")),
+        Err(e) => return Err(format!("the upgrade response does not parse: {e}").into()),
     }
     match response.code {
         Some(101) => {}
-        Some(status) => return Err(format!("upgrade answered {status}")),
+        Some(status) => return Err(Box::new(UpgradeStatus(status))),
         None => return Err("the upgrade response has no status".into()),
     }
     let accept = response
@@ -331,6 +336,12 @@ struct Header {
     header_len: usize,
     len: usize,
 }
+
+/// The upgrade was answered with a status other than 101 (a proxy's 502,
+/// 503, …); kept typed so the storm mode can count failures by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("upgrade answered {0}")]
+pub(crate) struct UpgradeStatus(pub(crate) u16);
 
 /// A whole frame, consumed from the read buffer; its payload is `rbuf[body]`.
 #[derive(Debug)]
@@ -489,11 +500,12 @@ mod tests {
         let good = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         assert_eq!(find_head_end(good), Some(good.len()));
-        assert_eq!(check_upgrade_response(good, key), Ok(()));
-        let wrong_key = check_upgrade_response(good, b"another key").unwrap_err();
+        check_upgrade_response(good, key).unwrap();
+        let wrong_key = check_upgrade_response(good, b"another key").unwrap_err().to_string();
         assert!(wrong_key.contains("Accept"), "{wrong_key}");
         let refused = check_upgrade_response(b"HTTP/1.1 503 Service Unavailable\r\n\r\n", key).unwrap_err();
-        assert_eq!(refused, "upgrade answered 503");
+        assert_eq!(refused.to_string(), "upgrade answered 503");
+        assert_eq!(refused.downcast_ref::<UpgradeStatus>(), Some(&UpgradeStatus(503)));
     }
 
     #[test]

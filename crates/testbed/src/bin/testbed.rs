@@ -1,4 +1,4 @@
-//! The `testbed` CLI: `testbed load rtt|idle|churn` drives the load generator;
+//! The `testbed` CLI: `testbed load rtt|idle|churn|storm` drives the load generator;
 //! `testbed local-up` holds a local deployment (a data plane in front of ws-echo
 //! pods) until interrupted, for debugging by hand.
 //!
@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use probe::ProbeOptions;
-use probe::load::{self, ChurnConfig, IdleConfig, Ramp, RttConfig, Target};
+use probe::load::{self, ChurnConfig, IdleConfig, Ramp, ReconnectPolicy, RttConfig, StormConfig, Target};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Debug, Parser)]
@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate WebSocket load against a server or an ingress.
-    Load(LoadCmd),
+    // Boxed: the load flags are much larger than local-up's.
+    Load(Box<LoadCmd>),
     /// Deploy ws-echo pods behind a local data plane and hold them until Ctrl-C.
     LocalUp(LocalUpCmd),
 }
@@ -118,6 +119,43 @@ enum Mode {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Hold N connections; when an outside event (a reload, a rollout) drops them,
+    /// reconnect every client with socket.io-client's backoff and measure the storm.
+    ///
+    /// Writes `ready <connected>` to --ready-file (and `storm: ready <connected>` to
+    /// stderr) once every connection has been attempted: the moment to fire the event.
+    Storm {
+        #[arg(long, short = 'c', default_value_t = 1000)]
+        connections: usize,
+        /// Attempt 0's delay after a drop (socket.io `reconnectionDelay`).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        initial: Duration,
+        /// The longest delay (socket.io `reconnectionDelayMax`).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        max: Duration,
+        /// Delay growth per failed attempt.
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        /// Randomization in [0, 1] (socket.io `randomizationFactor`); 0: every client
+        /// retries at the same instants.
+        #[arg(long, default_value_t = 0.5)]
+        jitter: f64,
+        /// End once every client has been open again for this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// End this long after the first drop at the latest.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        deadline: Duration,
+        /// Fail when no connection drops within this long of ready.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// File to write `ready <connected>` to.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Seeds the jitter (default: from the clock; the result reports it).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -142,7 +180,7 @@ fn main() -> Result<()> {
                 }
             };
             let runtime = builder.enable_all().build().context("building the tokio runtime")?;
-            runtime.block_on(run_load(cmd))
+            runtime.block_on(run_load(*cmd))
         }
         Command::LocalUp(cmd) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -307,6 +345,76 @@ async fn run_load(cmd: LoadCmd) -> Result<()> {
             );
             (serde_json::to_string_pretty(&r)?, human)
         }
+        Mode::Storm {
+            connections,
+            initial,
+            max,
+            factor,
+            jitter,
+            settle,
+            deadline,
+            wait,
+            ready_file,
+            seed,
+        } => {
+            let policy = ReconnectPolicy {
+                initial_ms: millis(initial),
+                max_ms: millis(max),
+                factor,
+                jitter,
+            };
+            let r = load::run_storm(
+                &target,
+                StormConfig {
+                    connections,
+                    ramp,
+                    policy,
+                    settle,
+                    deadline,
+                    wait,
+                    seed,
+                    ready_file,
+                    progress,
+                },
+            )
+            .await
+            .context("running the storm load")?;
+            let seconds = |s: Option<f64>| s.map_or("never".into(), |s| format!("{s:.2} s"));
+            let failures = r
+                .failed_handshakes
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let human = format!(
+                "storm: {}/{} connected; {} clients dropped ({} drops), {} open at the end ({:?} after {:.1} s); \
+                 99% back in {}, all in {}; {} handshakes ({} failed{}), peak {}/s ({}/s successful); generator CPU {}{}",
+                r.connected,
+                r.requested,
+                r.dropped,
+                r.drops,
+                r.reconnected,
+                r.outcome,
+                r.duration_s,
+                seconds(r.time_to_99_s),
+                seconds(r.time_to_all_s),
+                r.handshake_attempts,
+                r.failed_handshakes.values().sum::<u64>(),
+                if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {failures}")
+                },
+                r.peak_handshakes_per_sec,
+                r.peak_successful_handshakes_per_sec,
+                percent(r.generator_cpu_percent),
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+            (serde_json::to_string_pretty(&r)?, human)
+        }
     };
     println!("{}", if common.json { json } else { human });
     Ok(())
@@ -315,6 +423,11 @@ async fn run_load(cmd: LoadCmd) -> Result<()> {
 fn client_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
     let pem = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
     probe::tls::client_config_from_pem(&pem).with_context(|| format!("using {} as the CA", ca.display()))
+}
+
+/// Whole milliseconds, as socket.io-client's options are given.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn opt(v: Option<u64>) -> String {

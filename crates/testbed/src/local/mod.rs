@@ -620,6 +620,14 @@ impl LocalDeployment {
         self.inner.data_plane.processes()
     }
 
+    /// Each pod's ws-echo process id now, by pod name (terminating pods included until they
+    /// exit), in name order like [`Deployment::pods`].
+    pub fn pod_pids(&self) -> BTreeMap<String, u32> {
+        (self.inner.state().pods.iter())
+            .map(|(name, p)| (name.clone(), p.pid))
+            .collect()
+    }
+
     /// The deployment's temp dir: rendered configuration, logs, sockets.
     pub fn runtime_dir(&self) -> &Path {
         &self.inner.dir
