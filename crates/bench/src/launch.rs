@@ -139,7 +139,22 @@ impl Launcher {
         env: &[(&str, String)],
         log_dir: &Path,
     ) -> anyhow::Result<(Server, DataPlaneInfo)> {
-        let mut cmd = Self::command(&self.server_prefix, program, &[controller.name().to_owned()]);
+        self.data_plane_with(program, controller, &[], env, log_dir)
+    }
+
+    /// [`Launcher::data_plane`] with `bench-dataplane`'s options (`--pods N`, `--drain-limit S`,
+    /// `--prestop S`); [`Server::command`] then drives it.
+    pub fn data_plane_with(
+        &self,
+        program: &Path,
+        controller: Controller,
+        options: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<(Server, DataPlaneInfo)> {
+        let mut args = vec![controller.name().to_owned()];
+        args.extend(options.iter().cloned());
+        let mut cmd = Self::command(&self.server_prefix, program, &args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -214,6 +229,31 @@ pub struct DataPlaneInfo {
     pub url: String,
     pub pod_addr: SocketAddr,
     pub data_plane: String,
+    /// The data plane's processes at start (its main process and workers).
+    #[serde(default)]
+    pub data_plane_pids: Option<DataPlanePids>,
+    /// Its RLIMIT_NOFILE (soft).
+    #[serde(default)]
+    pub data_plane_nofile: Option<u64>,
+    /// Whether the controller reloads its data plane for a controller-wide change.
+    #[serde(default)]
+    pub reloads: Option<bool>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+/// `bench-dataplane`'s `pids` answer.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct DataPlanePids {
+    pub main: u32,
+    #[serde(default)]
+    pub workers: Vec<u32>,
+}
+
+impl DataPlanePids {
+    pub fn all(&self) -> Vec<u32> {
+        std::iter::once(self.main).chain(self.workers.iter().copied()).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +273,8 @@ pub struct Server {
     pub addr: Option<SocketAddr>,
     ready_line: String,
     stdin: Option<ChildStdin>,
+    /// Lines the child printed after its ready line ([`Server::command`]'s replies).
+    lines: Option<mpsc::Receiver<String>>,
     log: PathBuf,
     /// Tears its own children down when stdin closes: give it time instead of killing at once.
     graceful: bool,
@@ -262,6 +304,7 @@ impl Server {
             addr: None,
             ready_line: String::new(),
             stdin,
+            lines: None,
             log: log.clone(),
             graceful,
         };
@@ -295,12 +338,14 @@ impl Server {
                         if let Some(addr) = parse_bound_addr(&line) {
                             server.addr = Some(addr);
                             server.ready_line = line;
+                            server.lines = Some(rx);
                             return Ok(server);
                         }
                     }
                     BoundLine::Json => {
                         if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line).is_ok() {
                             server.ready_line = line;
+                            server.lines = Some(rx);
                             return Ok(server);
                         }
                     }
@@ -314,6 +359,48 @@ impl Server {
                     );
                 }
             }
+        }
+    }
+
+    /// Sends `command` as one line on the child's stdin (`bench-dataplane`'s control protocol)
+    /// and waits up to `timeout` for its JSON reply; a reply with `"ok": false` is an error
+    /// carrying the child's reason.
+    pub fn command(&mut self, command: &str, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+        let name = self.name.clone();
+        let stdin = self
+            .stdin
+            .as_mut()
+            .with_context(|| format!("{name}'s stdin is closed"))?;
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .with_context(|| format!("sending {command:?} to {name}"))?;
+        let rx = self.lines.as_ref().with_context(|| format!("{name} takes no commands"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                !left.is_zero(),
+                "{name} did not answer {command:?} within {timeout:?}; see {}",
+                self.log.display()
+            );
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("{name} exited while answering {command:?}; see {}", self.log.display())
+                }
+            };
+            let Ok(reply) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if reply.get("command").and_then(serde_json::Value::as_str) != command.split_whitespace().next() {
+                continue;
+            }
+            if reply.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
+                return Ok(reply);
+            }
+            let error = reply.get("error").and_then(serde_json::Value::as_str).unwrap_or("no reason given");
+            bail!("{name} could not {command}: {error}");
         }
     }
 
