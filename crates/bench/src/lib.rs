@@ -10,10 +10,12 @@
 
 pub mod autobahn;
 pub mod capacity;
+pub mod dataplanes;
 pub mod launch;
 pub mod render;
 pub mod result;
 pub mod run;
+pub mod storm;
 pub mod sys;
 
 use std::path::{Path, PathBuf};

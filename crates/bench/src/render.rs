@@ -239,6 +239,19 @@ pub fn markdown(r: &BenchResult) -> String {
     if !r.proxies.is_empty() {
         out.push_str("Latency percentiles per data plane: [bench-latency.svg](bench-latency.svg)\n\n");
     }
+    if let Some(d) = &r.dataplanes {
+        out.push_str("## Capacity per data plane\n\n");
+        out.push_str(&crate::dataplanes::markdown(d));
+        out.push('\n');
+    }
+    if let Some(storms) = &r.storms {
+        let _ = writeln!(out, "## Reconnect storms\n\n{}\n", md_escape(&storms.policy_doc));
+        for t in crate::storm::tables(storms) {
+            out.push_str(&t.markdown());
+            out.push('\n');
+        }
+        out.push_str("Clients back over time: [bench-storms.svg](bench-storms.svg)\n\n");
+    }
     if !r.notes.is_empty() {
         out.push_str("Notes:\n\n");
         for n in &r.notes {
@@ -263,6 +276,33 @@ pub fn fragment_html(r: &BenchResult) -> String {
         out.push_str("<h3>Latency percentiles per data plane</h3>\n");
         out.push_str(&svg);
         out.push('\n');
+    }
+    if let Some(d) = &r.dataplanes {
+        out.push_str("<h3>Capacity per data plane</h3>\n");
+        for t in crate::dataplanes::tables(d) {
+            out.push_str(&t.html());
+        }
+        if !d.notes.is_empty() {
+            out.push_str("<ul>\n");
+            for n in &d.notes {
+                let _ = writeln!(out, "<li>{}</li>", html_escape(n));
+            }
+            out.push_str("</ul>\n");
+        }
+    }
+    if let Some(storms) = &r.storms {
+        let _ = writeln!(
+            out,
+            "<h3>Reconnect storms</h3>\n<p>{}</p>",
+            html_escape(&storms.policy_doc)
+        );
+        for t in crate::storm::tables(storms) {
+            out.push_str(&t.html());
+        }
+        if let Some(svg) = crate::storm::svg(storms) {
+            out.push_str(&svg);
+            out.push('\n');
+        }
     }
     if !r.notes.is_empty() {
         out.push_str("<ul>\n");
@@ -533,6 +573,8 @@ mod tests {
                 kib_per_connection: Some(5.1),
                 limited_by: None,
             }),
+            dataplanes: None,
+            storms: None,
             notes: vec!["a <note>".into()],
         }
     }

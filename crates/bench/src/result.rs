@@ -17,6 +17,12 @@ pub struct BenchResult {
     pub proxies: Vec<ProxyFigures>,
     /// Part 3: idle connections ws-echo holds.
     pub capacity: Option<Capacity>,
+    /// Part 4: each data plane's memory and CPU per WebSocket, and how many one instance holds.
+    #[serde(default)]
+    pub dataplanes: Option<crate::dataplanes::DataPlaneCapacity>,
+    /// Part 5: reconnect storms through each data plane.
+    #[serde(default)]
+    pub storms: Option<crate::storm::Storms>,
     /// Things the reader must know to trust the figures (no pinning, limits, failures).
     pub notes: Vec<String>,
 }

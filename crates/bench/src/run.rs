@@ -23,7 +23,7 @@ use ws_echo::config::{Config, duration_arg};
 
 use crate::launch::{LOOPBACK_ANY_PORT, Launcher, Server, strings};
 use crate::result::{BenchResult, EchoRound, EchoServer, Machine, ProxyFigures, ProxyRound, Settings};
-use crate::{capacity, render, sys};
+use crate::{capacity, dataplanes, render, storm, sys};
 
 /// What to measure and how long: `bench run`'s flags (`cargo xtask bench` passes them on).
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +59,16 @@ pub struct Flags {
     /// Skip part 3 (capacity).
     #[arg(long)]
     pub skip_capacity: bool,
+    /// Skip part 4 (each data plane's memory and CPU per WebSocket, and how many it holds).
+    #[arg(long)]
+    pub skip_dataplanes: bool,
+    /// Skip part 5 (reconnect storms through each data plane).
+    #[arg(long)]
+    pub skip_storms: bool,
+    /// Clients per reconnect storm (default 10,000; 300 with --quick), capped per data plane at
+    /// what its file-descriptor limit lets it hold.
+    #[arg(long)]
+    pub storm_clients: Option<usize>,
     /// Where the results go (default target/testbed/bench).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -86,7 +96,23 @@ impl Flags {
             sources: 2,
             skip_proxies: false,
             skip_capacity: false,
+            skip_dataplanes: false,
+            skip_storms: false,
+            storm_clients: None,
             out: Some(out),
+        }
+    }
+
+    /// Part 5's settings: the smoke run's with --quick.
+    pub fn storm_settings(&self) -> storm::StormSettings {
+        let base = if self.quick {
+            storm::StormSettings::smoke()
+        } else {
+            storm::StormSettings::default()
+        };
+        storm::StormSettings {
+            clients: self.storm_clients.unwrap_or(base.clients).max(1),
+            ..base
         }
     }
 
@@ -175,7 +201,9 @@ fn measure(root: &Path, bin_dir: &Path, flags: &Flags) -> anyhow::Result<(BenchR
     let settings = flags.settings();
     let paths = Paths::new(root, bin_dir, flags.out.clone());
     std::fs::create_dir_all(&paths.logs).with_context(|| format!("creating {}", paths.logs.display()))?;
-    let launcher = Launcher::detect((settings.capacity_target.max(settings.idle_connections) + FD_MARGIN * 4) as u64);
+    // Part 4 proxies up to the capacity target through one process: two descriptors each.
+    let launcher =
+        Launcher::detect((settings.capacity_target.max(settings.idle_connections) * 2 + FD_MARGIN * 4) as u64);
     let (cpu_model, cores, kernel) = sys::machine();
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -198,6 +226,8 @@ fn measure(root: &Path, bin_dir: &Path, flags: &Flags) -> anyhow::Result<(BenchR
         echo: Vec::new(),
         proxies: Vec::new(),
         capacity: None,
+        dataplanes: None,
+        storms: None,
         notes: launcher.notes.clone(),
     };
     let run = Run {
@@ -214,6 +244,16 @@ fn measure(root: &Path, bin_dir: &Path, flags: &Flags) -> anyhow::Result<(BenchR
             Ok(c) => result.capacity = Some(c),
             Err(e) => result.notes.push(format!("capacity run failed: {e:#}")),
         }
+    }
+    if !flags.skip_dataplanes {
+        result.dataplanes = Some(dataplanes::run(
+            &launcher,
+            &paths,
+            &dataplanes::DataPlaneSettings::from_settings(&settings),
+        ));
+    }
+    if !flags.skip_storms {
+        result.storms = Some(storm::run(&launcher, &paths, &flags.storm_settings()));
     }
     write_outputs(&paths.out, &result)?;
     Ok((result, paths.out))
@@ -520,6 +560,9 @@ fn write_outputs(dir: &Path, result: &BenchResult) -> anyhow::Result<()> {
     if let Some(svg) = render::latency_svg(result) {
         write("bench-latency.svg", svg.as_bytes())?;
     }
+    if let Some(svg) = result.storms.as_ref().and_then(storm::svg) {
+        write("bench-storms.svg", svg.as_bytes())?;
+    }
     write("bench.fragment.html", render::fragment_html(result).as_bytes())?;
     Ok(())
 }
@@ -555,6 +598,14 @@ fn smoke_gaps(r: &BenchResult) -> Vec<String> {
             c.held, c.target, c.server_processes
         )),
         None => gaps.push("no capacity figures".to_owned()),
+    }
+    match &r.dataplanes {
+        Some(d) => gaps.extend(dataplanes::gaps(d).into_iter().map(|g| format!("data planes: {g}"))),
+        None => gaps.push("no data-plane capacity figures".to_owned()),
+    }
+    match &r.storms {
+        Some(storms) => gaps.extend(storm::gaps(storms).into_iter().map(|g| format!("storm: {g}"))),
+        None => gaps.push("no reconnect-storm figures".to_owned()),
     }
     gaps
 }
