@@ -43,7 +43,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use model::Controller;
+use model::connection_limit::{cluster_circuit_breaker, derives_maxconn, overload_downstream, worker_connections};
+use model::{ConnectionLimit, ConnectionLimits, Controller};
 use probe::load::stats::cpu_time;
 use probe::load::{IdleResult, RttResult, rss_kib};
 use serde::{Deserialize, Serialize};
@@ -53,18 +54,6 @@ use crate::launch::{DataPlaneInfo, DataPlanePids, Generator, Launcher, Server, s
 use crate::render::{Table, thousands};
 use crate::run::{FD_MARGIN, Paths, generator_args, idle_args};
 
-/// ingress-nginx's `max-worker-connections` default, rendered as `worker_connections`: per worker,
-/// counting client and upstream connections alike (internal/ingress/controller/config/config.go
-/// at controller-v1.15.1; crates/testbed/src/controllers/nginx/config.rs).
-pub const NGINX_WORKER_CONNECTIONS: u64 = 16_384;
-/// Envoy Gateway's overload manager: `max_active_downstream_connections` (bootstrap.yaml.tpl at
-/// v1.9.0; crates/testbed/src/controllers/envoy_gateway/config.rs).
-pub const ENVOY_MAX_DOWNSTREAM: u64 = 50_000;
-/// Envoy's default per-cluster circuit breaker thresholds (max_connections, max_pending_requests,
-/// max_requests): Envoy Gateway's cluster sets only max_retries (1024), so the others keep these
-/// (internal/xds/translator/cluster.go at v1.9.0; crates/testbed/src/controllers/envoy_gateway/
-/// config.rs). A WebSocket is one upstream connection and one active request for its lifetime.
-pub const ENVOY_CIRCUIT_BREAKER: u64 = 1_024;
 /// File descriptors a proxied WebSocket takes in the proxy: the client's and the upstream's.
 pub const FDS_PER_WEBSOCKET: u64 = 2;
 
@@ -536,11 +525,15 @@ impl Plane {
         scan_log(self.log.as_deref()?, from)
     }
 
-    /// Envoy's open circuit breakers now, from its admin `/stats`.
+    /// The connection limits its controller renders (the model's facts).
+    fn limits(&self) -> ConnectionLimits {
+        self.controller.info().connection_limits
+    }
+
+    /// Envoy's open circuit breakers now, from its admin `/stats` (where the data plane has a
+    /// cluster circuit breaker).
     fn envoy_breaker(&self) -> Option<String> {
-        if self.controller != Controller::EnvoyGateway {
-            return None;
-        }
+        cluster_circuit_breaker(self.limits())?;
         let dir = self.runtime_dir.as_deref()?;
         let addr = std::fs::read_to_string(dir.join("envoy-admin-address")).ok()?;
         let addr: std::net::SocketAddr = addr.trim().parse().ok()?;
@@ -557,8 +550,9 @@ impl Plane {
         open_breakers(&http_body(&text)?)
     }
 
+    /// HAProxy's `show info` Maxconn (where the data plane derives its maxconn).
     fn haproxy_maxconn(&self) -> Option<u64> {
-        if self.controller != Controller::Haproxy {
+        if !derives_maxconn(self.limits()) {
             return None;
         }
         haproxy_info(self.runtime_dir.as_deref()?).map(|i| i.maxconn)
@@ -610,23 +604,26 @@ pub fn memory_plan(
             ),
         ));
     }
-    if controller == Controller::Nginx {
-        limits.push((
-            holding * (NGINX_WORKER_CONNECTIONS.saturating_sub(margin) / FDS_PER_WEBSOCKET),
-            format!(
-                "{processes} and worker_connections {NGINX_WORKER_CONNECTIONS} per worker (two per WebSocket, \
-                 {margin} kept spare) allows no more"
-            ),
-        ));
-    }
-    if controller == Controller::EnvoyGateway {
-        limits.push((
-            ENVOY_CIRCUIT_BREAKER,
-            format!(
-                "Envoy's default cluster circuit breaker lets no more WebSockets through (max_connections and \
-                 max_requests {ENVOY_CIRCUIT_BREAKER}; Envoy Gateway sets only max_retries)"
-            ),
-        ));
+    for limit in controller.info().connection_limits {
+        match limit.value {
+            ConnectionLimit::WorkerConnections { per_worker } => limits.push((
+                holding * (per_worker.saturating_sub(margin) / FDS_PER_WEBSOCKET),
+                format!(
+                    "{processes} and worker_connections {per_worker} per worker (two per WebSocket, \
+                     {margin} kept spare) allows no more"
+                ),
+            )),
+            ConnectionLimit::ClusterCircuitBreaker { max_connections } => limits.push((
+                max_connections,
+                format!(
+                    "Envoy's default cluster circuit breaker lets no more WebSockets through (max_connections and \
+                     max_requests {max_connections}; Envoy Gateway sets only max_retries)"
+                ),
+            )),
+            // The derived maxconn is read at run time (`haproxy_maxconn`, below); the overload
+            // manager's process-wide limit is far above any memory run.
+            ConnectionLimit::DerivedMaxconn | ConnectionLimit::OverloadDownstream { .. } => {}
+        }
     }
     if let Some(m) = haproxy_maxconn {
         limits.push((
@@ -1180,37 +1177,43 @@ pub fn configured_limits(
     workers: usize,
     haproxy_maxconn: Option<u64>,
 ) -> Vec<String> {
-    let mut out = match controller {
-        Controller::Nginx => vec![
-            format!("worker_processes {workers} (ingress-nginx renders auto: one per core)"),
-            format!(
-                "worker_connections {NGINX_WORKER_CONNECTIONS} per worker (ingress-nginx's max-worker-connections \
-                 default, internal/ingress/controller/config/config.go at controller-v1.15.1), counting the client \
-                 and the upstream connection"
-            ),
-        ],
-        Controller::Haproxy => vec![match haproxy_maxconn {
-            Some(m) => format!(
-                "no maxconn rendered (the haproxytech controller's defaults), so HAProxy derives it from \
-                 RLIMIT_NOFILE: Maxconn {m} (show info)"
-            ),
-            None => "no maxconn rendered (the haproxytech controller's defaults), so HAProxy derives it from \
-                     RLIMIT_NOFILE"
-                .to_owned(),
-        }],
-        Controller::EnvoyGateway => vec![
-            format!(
-                "overload manager max_active_downstream_connections {ENVOY_MAX_DOWNSTREAM} (Envoy Gateway's \
-                 bootstrap.yaml.tpl at v1.9.0)"
-            ),
-            format!(
+    let info = controller.info();
+    let mut out = Vec::new();
+    for limit in info.connection_limits {
+        match limit.value {
+            ConnectionLimit::WorkerConnections { per_worker } => {
+                out.push(format!(
+                    "worker_processes {workers} (ingress-nginx renders auto: one per core)"
+                ));
+                out.push(format!(
+                    "worker_connections {per_worker} per worker (ingress-nginx's max-worker-connections default, \
+                     internal/ingress/controller/config/config.go at controller-v1.15.1), counting the client and \
+                     the upstream connection"
+                ));
+            }
+            ConnectionLimit::DerivedMaxconn => out.push(match haproxy_maxconn {
+                Some(m) => format!(
+                    "no maxconn rendered (the haproxytech controller's defaults), so HAProxy derives it from \
+                     RLIMIT_NOFILE: Maxconn {m} (show info)"
+                ),
+                None => "no maxconn rendered (the haproxytech controller's defaults), so HAProxy derives it from \
+                         RLIMIT_NOFILE"
+                    .to_owned(),
+            }),
+            ConnectionLimit::OverloadDownstream { max } => out.push(format!(
+                "overload manager max_active_downstream_connections {max} (Envoy Gateway's bootstrap.yaml.tpl at \
+                 v1.9.0)"
+            )),
+            ConnectionLimit::ClusterCircuitBreaker { max_connections } => out.push(format!(
                 "cluster circuit breaker: only max_retries 1024 rendered (internal/xds/translator/cluster.go at \
                  v1.9.0), so max_connections, max_pending_requests and max_requests keep Envoy's default \
-                 {ENVOY_CIRCUIT_BREAKER}"
-            ),
-        ],
-        Controller::Traefik => vec!["no connection limit (Traefik has none by default)".to_owned()],
-    };
+                 {max_connections}"
+            )),
+        }
+    }
+    if out.is_empty() {
+        out.push(format!("no connection limit ({} has none by default)", info.title));
+    }
     if let Some(n) = nofile {
         out.push(format!("RLIMIT_NOFILE {n} per process, two per proxied WebSocket"));
     }
@@ -1237,20 +1240,33 @@ pub fn first_limit(i: &LimitInput) -> FirstLimit {
             thousands((n / FDS_PER_WEBSOCKET) as f64)
         )
     };
-    let wc_text = format!(
-        "nginx worker_connections: {NGINX_WORKER_CONNECTIONS} per worker (ingress-nginx's max-worker-connections \
-         default), two per proxied WebSocket → at most about {workers} × {}",
-        thousands((NGINX_WORKER_CONNECTIONS / FDS_PER_WEBSOCKET) as f64)
-    );
-    let overload_text = format!(
-        "Envoy's overload manager: max_active_downstream_connections {} (Envoy Gateway's bootstrap)",
-        thousands(ENVOY_MAX_DOWNSTREAM as f64)
-    );
-    let breaker_text = format!(
-        "Envoy's cluster circuit breaker: max_connections and max_requests {} per cluster (Envoy's defaults: \
-         Envoy Gateway sets only max_retries), one of each per WebSocket",
-        thousands(ENVOY_CIRCUIT_BREAKER as f64)
-    );
+    let limits = i.controller.info().connection_limits;
+    let worker_connections = worker_connections(limits);
+    let overload = overload_downstream(limits);
+    let breaker = cluster_circuit_breaker(limits);
+    let wc_text = match worker_connections {
+        Some(n) => format!(
+            "nginx worker_connections: {n} per worker (ingress-nginx's max-worker-connections default), two per \
+             proxied WebSocket → at most about {workers} × {}",
+            thousands((n / FDS_PER_WEBSOCKET) as f64)
+        ),
+        None => "nginx worker_connections".to_owned(),
+    };
+    let overload_text = match overload {
+        Some(n) => format!(
+            "Envoy's overload manager: max_active_downstream_connections {} (Envoy Gateway's bootstrap)",
+            thousands(n as f64)
+        ),
+        None => "Envoy's overload manager: max_active_downstream_connections".to_owned(),
+    };
+    let breaker_text = match breaker {
+        Some(n) => format!(
+            "Envoy's cluster circuit breaker: max_connections and max_requests {} per cluster (Envoy's defaults: \
+             Envoy Gateway sets only max_retries), one of each per WebSocket",
+            thousands(n as f64)
+        ),
+        None => "Envoy's cluster circuit breaker".to_owned(),
+    };
     let maxconn_text = |m: u64| {
         format!(
             "HAProxy's maxconn {}: none is rendered, so HAProxy derived it from RLIMIT_NOFILE{}",
@@ -1287,7 +1303,7 @@ pub fn first_limit(i: &LimitInput) -> FirstLimit {
         };
         return limit(kind, text, format!("log: {line}"));
     }
-    if i.controller == Controller::Haproxy
+    if derives_maxconn(limits)
         && let Some(m) = i.haproxy_maxconn
         && near(i.held, m)
     {
@@ -1325,16 +1341,14 @@ pub fn first_limit(i: &LimitInput) -> FirstLimit {
             fd_text(n),
         ));
     }
-    if i.controller == Controller::Nginx {
-        candidates.push((
-            workers * (NGINX_WORKER_CONNECTIONS / FDS_PER_WEBSOCKET),
-            LimitKind::WorkerConnections,
-            wc_text,
-        ));
+    if let Some(n) = worker_connections {
+        candidates.push((workers * (n / FDS_PER_WEBSOCKET), LimitKind::WorkerConnections, wc_text));
     }
-    if i.controller == Controller::EnvoyGateway {
-        candidates.push((ENVOY_CIRCUIT_BREAKER, LimitKind::CircuitBreaker, breaker_text));
-        candidates.push((ENVOY_MAX_DOWNSTREAM, LimitKind::Overload, overload_text));
+    if let Some(n) = breaker {
+        candidates.push((n, LimitKind::CircuitBreaker, breaker_text));
+    }
+    if let Some(n) = overload {
+        candidates.push((n, LimitKind::Overload, overload_text));
     }
     candidates.sort_by_key(|(expected, _, _)| *expected);
     if let Some((expected, kind, text)) = candidates.into_iter().find(|(e, _, _)| near(i.held, *e)) {
@@ -1732,6 +1746,48 @@ mod tests {
             })
         );
         assert_eq!(parse_show_info("Name: HAProxy\n"), None);
+    }
+
+    #[test]
+    fn configured_limits_come_from_each_controllers_limit_kinds() {
+        let lines = |c: Controller| configured_limits(c, Some(20_000), 2, Some(9_983));
+        let fd = "RLIMIT_NOFILE 20000 per process, two per proxied WebSocket".to_owned();
+        assert_eq!(
+            lines(Controller::Nginx),
+            vec![
+                "worker_processes 2 (ingress-nginx renders auto: one per core)".to_owned(),
+                "worker_connections 16384 per worker (ingress-nginx's max-worker-connections default, \
+                 internal/ingress/controller/config/config.go at controller-v1.15.1), counting the client and the \
+                 upstream connection"
+                    .to_owned(),
+                fd.clone(),
+            ]
+        );
+        assert_eq!(
+            lines(Controller::Haproxy),
+            vec![
+                "no maxconn rendered (the haproxytech controller's defaults), so HAProxy derives it from \
+                 RLIMIT_NOFILE: Maxconn 9983 (show info)"
+                    .to_owned(),
+                fd.clone(),
+            ]
+        );
+        assert_eq!(
+            lines(Controller::EnvoyGateway),
+            vec![
+                "overload manager max_active_downstream_connections 50000 (Envoy Gateway's bootstrap.yaml.tpl at \
+                 v1.9.0)"
+                    .to_owned(),
+                "cluster circuit breaker: only max_retries 1024 rendered (internal/xds/translator/cluster.go at \
+                 v1.9.0), so max_connections, max_pending_requests and max_requests keep Envoy's default 1024"
+                    .to_owned(),
+                fd.clone(),
+            ]
+        );
+        assert_eq!(
+            lines(Controller::Traefik),
+            vec!["no connection limit (Traefik has none by default)".to_owned(), fd]
+        );
     }
 
     #[test]

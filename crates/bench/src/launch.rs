@@ -374,7 +374,10 @@ impl Server {
         writeln!(stdin, "{command}")
             .and_then(|()| stdin.flush())
             .with_context(|| format!("sending {command:?} to {name}"))?;
-        let rx = self.lines.as_ref().with_context(|| format!("{name} takes no commands"))?;
+        let rx = self
+            .lines
+            .as_ref()
+            .with_context(|| format!("{name} takes no commands"))?;
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -399,7 +402,10 @@ impl Server {
             if reply.get("ok").and_then(serde_json::Value::as_bool) == Some(true) {
                 return Ok(reply);
             }
-            let error = reply.get("error").and_then(serde_json::Value::as_str).unwrap_or("no reason given");
+            let error = reply
+                .get("error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no reason given");
             bail!("{name} could not {command}: {error}");
         }
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
+use crate::connection_limit::ConnectionLimits;
 use crate::control_loop::{ControlLoop, Sourced};
 use crate::controllers::{envoy_gateway, haproxy, nginx, traefik};
 use crate::shutdown::DataPlaneShutdown;
@@ -78,6 +79,9 @@ pub struct ControllerInfo {
     /// With nothing configured, how long an idle WebSocket lasts before the data plane ends it
     /// (`None`: nothing ends it).
     pub default_idle: Sourced<Option<Duration>>,
+    /// The limits on the connections its data plane holds, as the controller renders them (or
+    /// leaves them to the data plane's defaults), each with its source; empty: none.
+    pub connection_limits: ConnectionLimits,
     /// What the controller can express of a spec, in any environment.
     pub check: fn(&IngressSpec) -> Result<(), Unsupported>,
 }

@@ -6,6 +6,7 @@
 
 pub mod capability;
 pub mod cluster;
+pub mod connection_limit;
 pub mod control_loop;
 pub mod controller;
 pub mod controllers;
@@ -14,6 +15,7 @@ pub mod pins;
 pub mod shutdown;
 pub mod spec;
 
+pub use connection_limit::{ConnectionLimit, ConnectionLimits};
 pub use control_loop::{ControlLoop, Pacing, Sourced};
 pub use controller::{Controller, ControllerInfo, RoutingApi, UnknownController};
 pub use env::{Endpoint, EnvKind, UnknownEnv};

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::connection_limit::ConnectionLimit;
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo, RoutingApi};
 use crate::shutdown::DataPlaneShutdown;
@@ -64,6 +65,19 @@ pub static INFO: ControllerInfo = ControllerInfo {
         value: Some(Duration::from_secs(300)),
         source: "https://github.com/envoyproxy/gateway/blob/v1.9.0/api/v1alpha1/timeout_types.go",
     },
+    // The bootstrap's overload manager caps downstream connections at 50000; the cluster's circuit
+    // breaker renders only max_retries 1024 (buildXdsClusterCircuitBreaker), so max_connections,
+    // max_pending_requests and max_requests keep Envoy's default 1024.
+    connection_limits: &[
+        Sourced {
+            value: ConnectionLimit::OverloadDownstream { max: 50_000 },
+            source: "https://github.com/envoyproxy/gateway/blob/v1.9.0/internal/xds/bootstrap/bootstrap.yaml.tpl",
+        },
+        Sourced {
+            value: ConnectionLimit::ClusterCircuitBreaker { max_connections: 1_024 },
+            source: "https://github.com/envoyproxy/gateway/blob/v1.9.0/internal/xds/translator/cluster.go",
+        },
+    ],
     check,
 };
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::connection_limit::ConnectionLimit;
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo, RoutingApi};
 use crate::shutdown::DataPlaneShutdown;
@@ -58,6 +59,11 @@ pub static INFO: ControllerInfo = ControllerInfo {
         value: Some(Duration::from_secs(3600)),
         source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/haproxy/env/defaults.go",
     },
+    // No maxconn rendered in the global section, so HAProxy derives it from RLIMIT_NOFILE.
+    connection_limits: &[Sourced {
+        value: ConnectionLimit::DerivedMaxconn,
+        source: "https://github.com/haproxytech/kubernetes-ingress/blob/v3.2.6/pkg/haproxy/env/defaults.go",
+    }],
     check,
 };
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::connection_limit::ConnectionLimit;
 use crate::control_loop::{ControlLoop, Pacing, Sourced};
 use crate::controller::{Controller, ControllerInfo, RoutingApi};
 use crate::shutdown::DataPlaneShutdown;
@@ -63,6 +64,12 @@ pub static INFO: ControllerInfo = ControllerInfo {
         value: Some(Duration::from_secs(60)),
         source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/config/config.go",
     },
+    // max-worker-connections "16384", rendered as worker_connections (per worker, client and
+    // upstream connections alike).
+    connection_limits: &[Sourced {
+        value: ConnectionLimit::WorkerConnections { per_worker: 16_384 },
+        source: "https://github.com/kubernetes/ingress-nginx/blob/controller-v1.15.1/internal/ingress/controller/config/config.go",
+    }],
     check,
 };
 

@@ -57,6 +57,8 @@ pub static INFO: ControllerInfo = ControllerInfo {
         value: None,
         source: "https://github.com/traefik/traefik/blob/v3.6.13/pkg/server/server_entrypoint_tcp.go",
     },
+    // Traefik's entry points and services have no connection limit by default.
+    connection_limits: &[],
     check,
 };
 
