@@ -1319,46 +1319,22 @@ fn _assert_send_sync() {
 mod tests {
     use super::*;
 
-    /// Runs a TLS handshake in memory: whether `client` accepts what `server` presents for `host`.
-    fn handshake(
-        client: Arc<rustls::ClientConfig>,
-        server: Arc<rustls::ServerConfig>,
-        host: &str,
-    ) -> std::result::Result<(), rustls::Error> {
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-        let mut c = rustls::ClientConnection::new(client, name)?;
-        let mut s = rustls::ServerConnection::new(server)?;
-        for _ in 0..10 {
-            let mut buf = Vec::new();
-            c.write_tls(&mut buf).unwrap();
-            s.read_tls(&mut buf.as_slice()).unwrap();
-            s.process_new_packets()?;
-            let mut buf = Vec::new();
-            s.write_tls(&mut buf).unwrap();
-            c.read_tls(&mut buf.as_slice()).unwrap();
-            c.process_new_packets()?;
-            if !c.is_handshaking() && !s.is_handshaking() {
-                return Ok(());
-            }
-        }
-        panic!("the handshake did not finish");
-    }
-
     #[test]
     fn the_listener_change_waits_for_the_new_hosts_own_certificate() {
         let ca = TestCa::generate(&["echo.testbed.local", "*.testbed.local"]).unwrap();
         let host = "listener-0-tb-test.testbed.local";
         let cert = ca.issue(&[host]).unwrap();
         let client = presenting(&ca, &cert).unwrap();
-        handshake(client.clone(), cert.server_config().unwrap(), host).unwrap();
+        probe::tls::handshake_in_memory(client.clone(), cert.server_config().unwrap(), host).unwrap();
         // The deployment's own certificate is valid for the new host too: trusting the CA would
         // take it for the new one.
-        handshake(ca.client_config().unwrap(), ca.server_config().unwrap(), host).unwrap();
-        let err = handshake(client.clone(), ca.server_config().unwrap(), host).unwrap_err();
+        probe::tls::handshake_in_memory(ca.client_config().unwrap(), ca.server_config().unwrap(), host).unwrap();
+        let err = probe::tls::handshake_in_memory(client.clone(), ca.server_config().unwrap(), host).unwrap_err();
         assert!(err.to_string().contains("another certificate"), "{err}");
         // And it still verifies the chain: a certificate for the host from another CA is refused.
         let other = TestCa::generate(&[host]).unwrap();
-        assert!(handshake(client, other.server_config().unwrap(), host).is_err());
+        let err = probe::tls::handshake_in_memory(client, other.server_config().unwrap(), host).unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err}");
     }
 
     #[tokio::test]
