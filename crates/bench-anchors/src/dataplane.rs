@@ -184,6 +184,11 @@ pub enum Command {
     Reload,
     /// `Deployment::rollout_restart`: `"after_ms"` until every old pod is gone, `"pods"` now.
     Rollout,
+    /// `LocalDeployment::replace_data_plane`: the data plane's pod terminated as an upgrade does,
+    /// its replacement started once it is gone. `"gone_ms"` until the old one exited,
+    /// `"after_ms"` until the replacement routed to every pod, `"signal_ms"` until the old one
+    /// was signalled, `"sigkill"` whether its grace period ran out, and the new `"pids"`.
+    Terminate,
     /// `Deployment::apply_unrelated_change` (a new route): `"after_ms"` until it answered.
     Route,
     /// The pods' open WebSockets: `"active"` (the sum), `"per_pod": {name: n}`, and
@@ -192,10 +197,11 @@ pub enum Command {
 }
 
 impl Command {
-    pub const ALL: [Command; 5] = [
+    pub const ALL: [Command; 6] = [
         Command::Pids,
         Command::Reload,
         Command::Rollout,
+        Command::Terminate,
         Command::Route,
         Command::Metrics,
     ];
@@ -205,6 +211,7 @@ impl Command {
             Command::Pids => "pids",
             Command::Reload => "reload",
             Command::Rollout => "rollout",
+            Command::Terminate => "terminate",
             Command::Route => "route",
             Command::Metrics => "metrics",
         }
@@ -225,7 +232,7 @@ impl Command {
         Ok(command)
     }
 
-    /// "pids, reload, rollout, route, metrics".
+    /// "pids, reload, rollout, terminate, route, metrics".
     pub fn names() -> String {
         Command::ALL.map(Command::name).join(", ")
     }
@@ -425,11 +432,11 @@ mod tests {
         let unknown = Command::parse("restart").unwrap_err();
         assert_eq!(
             unknown,
-            "unknown command \"restart\"; expected one of pids, reload, rollout, route, metrics"
+            "unknown command \"restart\"; expected one of pids, reload, rollout, terminate, route, metrics"
         );
         assert_eq!(
             Command::parse("RELOAD").unwrap_err(),
-            "unknown command \"RELOAD\"; expected one of pids, reload, rollout, route, metrics"
+            "unknown command \"RELOAD\"; expected one of pids, reload, rollout, terminate, route, metrics"
         );
         assert_eq!(Command::parse("reload now").unwrap_err(), "reload takes no arguments");
         assert_eq!(command_word(" reload now\n"), "reload");

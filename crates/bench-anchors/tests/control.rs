@@ -1,5 +1,6 @@
-//! `bench-dataplane`'s stdin protocol against real data planes: its first line, `pids`, `metrics`
-//! and `reload` (which replaces the workers of nginx and HAProxy), an unknown command, then EOF
+//! `bench-dataplane`'s stdin protocol against real data planes: its first line, `pids`, `metrics`,
+//! `reload` (which replaces the workers of nginx and HAProxy) and `terminate` (which replaces the
+//! data plane itself), an unknown command, then EOF
 //! on stdin ends it with status 0 and leaves no data-plane or pod process behind.
 //!
 //! Needs the data-plane binaries (`cargo xtask tools`) and a built ws-echo next to the
@@ -217,6 +218,27 @@ fn protocol_round_trip(controller: &str) -> anyhow::Result<()> {
         std::thread::sleep(POLL);
     }
 
+    // `terminate`: the data plane's pod ends as an upgrade ends it; its replacement is a new main
+    // process on the same listener, and the old one is gone first.
+    let terminate = running.ok("terminate")?;
+    running.note_pids(&terminate["pids"]);
+    let (gone, after) = (terminate["gone_ms"].as_u64(), terminate["after_ms"].as_u64());
+    ensure!(
+        gone.zip(after).is_some_and(|(g, a)| g <= a),
+        "the old data plane must be gone before its replacement serves: {terminate}"
+    );
+    let new_main = terminate["pids"]["main"].as_u64().context("no new main pid")? as u32;
+    ensure!(
+        new_main != first_main,
+        "terminate kept the main process {first_main}: {terminate}"
+    );
+    ensure!(
+        !is_alive(first_main),
+        "the old main process {first_main} is alive after terminate"
+    );
+    let (main, _) = running.pids()?;
+    ensure!(main == new_main, "pids names {main}, terminate named {new_main}");
+
     // EOF on stdin: it tears down and exits 0, leaving nothing behind.
     drop(running.stdin.take());
     let deadline = Instant::now() + EXIT_DEADLINE;
@@ -247,12 +269,12 @@ fn protocol_round_trip(controller: &str) -> anyhow::Result<()> {
 }
 
 #[test]
-fn nginx_reload_replaces_the_workers_and_eof_leaves_nothing() -> anyhow::Result<()> {
+fn nginx_reload_replaces_the_workers_terminate_the_data_plane_and_eof_leaves_nothing() -> anyhow::Result<()> {
     protocol_round_trip("nginx")
 }
 
 #[test]
-fn haproxy_reload_replaces_the_worker_and_eof_leaves_nothing() -> anyhow::Result<()> {
+fn haproxy_reload_replaces_the_worker_terminate_the_data_plane_and_eof_leaves_nothing() -> anyhow::Result<()> {
     protocol_round_trip("haproxy")
 }
 

@@ -1,10 +1,10 @@
-//! Reconnect storms: what a data-plane reload and a rollout of the pods do to clients that
-//! reconnect the way browser client libraries do, behind each data plane.
+//! Reconnect storms: what a data-plane reload, the data plane's own termination and a rollout of
+//! the pods do to clients that reconnect the way browser client libraries do, behind each data plane.
 //!
 //! For every data plane (`bench-dataplane <controller> --pods 3 --drain-limit 2 --prestop 1`), for
 //! each event and each reconnect policy, one run on a fresh deployment: the load generator
 //! (`testbed load storm`) opens the clients and says `ready`; the event goes to `bench-dataplane`
-//! (`reload` or `rollout`); the generator then reconnects every dropped client with
+//! (`reload`, `terminate` or `rollout`); the generator then reconnects every dropped client with
 //! socket.io-client's backoff and reports how long the clients took to come back, which
 //! handshakes failed and how, and a 100 ms timeline.
 //!
@@ -12,6 +12,11 @@
 //!   HAProxy start new workers; the old ones cut the WebSockets they hold after the drain limit
 //!   (2 s here). Traefik and Envoy Gateway apply that change in process and keep every open
 //!   WebSocket: their row says so and no storm is measured.
+//! - `terminate`: the data plane's own pod terminated, as a controller upgrade does (its chart's
+//!   preStop, the signal, SIGKILL at the end of its grace: `model::shutdown`); its replacement
+//!   starts on the same listener once it is gone, because one replica holding the node's hostPorts
+//!   cannot be replaced sooner (the kind cluster's topology). The replacement's start-up is the
+//!   local process's, not a pod's (no image pull, container start or readiness probe period).
 //! - `rollout`: a rolling restart of the pods (maxSurge 1): each old pod's preStop holds it 1 s,
 //!   then it closes its WebSockets with 1001.
 //!
@@ -119,16 +124,27 @@ impl StormSettings {
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Reload,
+    Termination,
     Rollout,
 }
 
 impl Event {
-    pub const ALL: [Event; 2] = [Event::Reload, Event::Rollout];
+    pub const ALL: [Event; 3] = [Event::Reload, Event::Termination, Event::Rollout];
 
     /// `bench-dataplane`'s command.
     pub fn command(self) -> &'static str {
         match self {
             Event::Reload => "reload",
+            Event::Termination => "terminate",
+            Event::Rollout => "rollout",
+        }
+    }
+
+    /// For a chart's title: "Clients open after a …".
+    fn noun(self) -> &'static str {
+        match self {
+            Event::Reload => "reload",
+            Event::Termination => "data-plane termination",
             Event::Rollout => "rollout",
         }
     }
@@ -140,6 +156,12 @@ impl Event {
                  cut their WebSockets after the {} s drain limit)",
                 DRAIN_LIMIT.as_secs()
             ),
+            Event::Termination => "the data plane's termination (its pod terminated as a controller upgrade does: \
+                 the chart's preStop, the signal, SIGKILL at the end of its grace period; the replacement starts on \
+                 the same listener once the old one is gone, as one replica holding the node's hostPorts must; \
+                 modelled: the replacement starts as a local process, without a pod's image pull, container start \
+                 or readiness probe period)"
+                .to_owned(),
             Event::Rollout => format!(
                 "a rollout (rolling restart of the {PODS} pods, maxSurge 1; each old pod closes its WebSockets \
                  with 1001 after a {} s preStop)",
@@ -284,8 +306,12 @@ pub struct StormFigures {
     /// The most successful reconnects in any 1 s window.
     pub peak_successful_handshakes_per_sec: u64,
     /// `bench-dataplane`'s `after_ms` for the event: reload, until the data plane ran with the
-    /// change; rollout, until every old pod was gone. Counted from the command, not the first drop.
+    /// change; terminate, until the replacement routed to every pod; rollout, until every old pod
+    /// was gone. Counted from the command, not the first drop.
     pub event_after_ms: Option<u64>,
+    /// terminate: until the old data plane had exited, from the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane_gone_ms: Option<u64>,
     pub seed: u64,
     pub generator_cpu_percent: Option<f64>,
     pub last_error: Option<String>,
@@ -297,7 +323,7 @@ pub struct StormFigures {
 }
 
 impl StormFigures {
-    pub fn from_result(r: StormResult, event_after_ms: Option<u64>) -> Self {
+    pub fn from_result(r: StormResult, event_after_ms: Option<u64>, data_plane_gone_ms: Option<u64>) -> Self {
         StormFigures {
             connected: r.connected,
             initial_failures: r.failed,
@@ -315,6 +341,7 @@ impl StormFigures {
             peak_handshakes_per_sec: r.peak_handshakes_per_sec,
             peak_successful_handshakes_per_sec: r.peak_successful_handshakes_per_sec,
             event_after_ms,
+            data_plane_gone_ms,
             seed: r.seed,
             generator_cpu_percent: r.generator_cpu_percent,
             last_error: r.last_error,
@@ -332,9 +359,10 @@ pub fn policy_doc() -> String {
          resets n. Jittered (socket.io's default randomizationFactor 0.5): each wait moves by up to ±50 % of the \
          uncapped value, so the clients dropped together spread their retries (from attempt 4 on every client waits \
          exactly {max} s). No jitter: every client waits exactly {initial} s, 2 s, 4 s, {max} s, … after its drop, so clients \
-         dropped together retry together. Events: {} and {}. Times count from the first drop; a client is back when \
+         dropped together retry together. Events: {}; {}; and {}. Times count from the first drop; a client is back when \
          its WebSocket upgrade succeeded.",
         Event::Reload.describe(),
+        Event::Termination.describe(),
         Event::Rollout.describe(),
         initial = INITIAL.as_secs(),
         max = MAX_DELAY.as_secs(),
@@ -505,10 +533,11 @@ fn storm(
     );
     let reply = server.command(event.command(), EVENT_TIMEOUT)?;
     let after_ms = reply.get("after_ms").and_then(serde_json::Value::as_u64);
+    let gone_ms = reply.get("gone_ms").and_then(serde_json::Value::as_u64);
     let result: StormResult = generator
         .finish()
         .with_context(|| format!("the storm after the {} through {controller}", event.command()))?;
-    Ok(StormFigures::from_result(result, after_ms))
+    Ok(StormFigures::from_result(result, after_ms, gone_ms))
 }
 
 /// `storm …`: the mode's part of `testbed load`'s arguments.
@@ -780,6 +809,12 @@ fn row_cells(run: &StormRun) -> Vec<String> {
     if let Some(limit) = run.client_limit.as_ref().filter(|l| l.capped()) {
         note.push(limit.reason.clone());
     }
+    if let Some(gone) = f.data_plane_gone_ms {
+        note.push(format!(
+            "the old data plane was gone {} ms after the command",
+            thousands(gone as f64)
+        ));
+    }
     if f.drops > f.dropped {
         note.push(format!(
             "{} clients dropped more than once",
@@ -944,7 +979,7 @@ fn panel(out: &mut String, event: Event, series: &[Series]) {
     let _ = writeln!(
         out,
         "<text x=\"{LEFT}\" y=\"18\" font-weight=\"bold\">Clients open after a {}</text>",
-        event.command()
+        event.noun()
     );
     let _ = writeln!(
         out,
@@ -1067,6 +1102,7 @@ mod tests {
             peak_handshakes_per_sec: 1_289,
             peak_successful_handshakes_per_sec: 154,
             event_after_ms: Some(2_951),
+            data_plane_gone_ms: None,
             seed: 1,
             generator_cpu_percent: Some(3.0),
             last_error: None,
@@ -1213,20 +1249,34 @@ mod tests {
         let mut failed = measured("haproxy", Event::Rollout, Policy::NoJitter);
         failed.figures = None;
         failed.error = Some("deploying | broke".to_owned());
+        let mut terminated = measured("haproxy", Event::Termination, Policy::Jittered);
+        terminated.figures.as_mut().unwrap().data_plane_gone_ms = Some(2_100);
         let r = storms(
             vec![
                 measured("nginx", Event::Reload, Policy::Jittered),
                 does_not_reload("traefik"),
+                terminated,
                 measured("nginx", Event::Rollout, Policy::Jittered),
                 failed,
             ],
             &["nginx", "traefik", "haproxy"],
         );
         let t = tables(&r);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 3);
         assert!(t[0].title.contains("reload"), "{}", t[0].title);
-        assert!(t[1].title.contains("rollout"), "{}", t[1].title);
+        assert!(t[1].title.contains("termination"), "{}", t[1].title);
+        assert!(t[2].title.contains("rollout"), "{}", t[2].title);
         assert_eq!(t[0].rows.len(), 2);
+        assert_eq!(t[1].rows.len(), 1);
+        assert!(
+            t[1].rows[0]
+                .last()
+                .unwrap()
+                .contains("the old data plane was gone 2,100 ms after the command"),
+            "{:?}",
+            t[1].rows[0]
+        );
+        let t = [t[0].clone(), t[2].clone()];
         assert_eq!(t[1].rows.len(), 2);
         assert!(
             t.iter()
@@ -1268,6 +1318,7 @@ mod tests {
                 measured("nginx", Event::Reload, Policy::Jittered),
                 measured("nginx", Event::Reload, Policy::NoJitter),
                 does_not_reload("traefik"),
+                measured("traefik", Event::Termination, Policy::Jittered),
                 measured("traefik", Event::Rollout, Policy::Jittered),
                 odd,
             ],
@@ -1275,9 +1326,10 @@ mod tests {
         );
         let chart = svg(&r).unwrap();
         assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"));
-        assert_eq!(chart.matches("<polyline").count(), 4);
-        assert_eq!(chart.matches("<g transform").count(), 2);
+        assert_eq!(chart.matches("<polyline").count(), 5);
+        assert_eq!(chart.matches("<g transform").count(), 3);
         assert!(chart.contains("Clients open after a reload") && chart.contains("Clients open after a rollout"));
+        assert!(chart.contains("Clients open after a data-plane termination"));
         assert!(chart.contains("seconds since the first drop") && chart.contains("clients open, %"));
         assert!(
             chart.contains("data-series=\"a&lt;b&gt;&amp;&quot;c&quot;, no jitter\""),
@@ -1309,9 +1361,12 @@ mod tests {
             vec![
                 measured("nginx", Event::Reload, Policy::Jittered),
                 measured("nginx", Event::Reload, Policy::NoJitter),
+                measured("nginx", Event::Termination, Policy::Jittered),
+                measured("nginx", Event::Termination, Policy::NoJitter),
                 measured("nginx", Event::Rollout, Policy::Jittered),
                 quiet,
                 does_not_reload("traefik"),
+                measured("traefik", Event::Termination, Policy::Jittered),
                 measured("traefik", Event::Rollout, Policy::Jittered),
                 failed,
             ],
@@ -1322,9 +1377,12 @@ mod tests {
             gaps,
             [
                 "nginx rollout no jitter: no client dropped (300 connected)",
+                "traefik terminate no jitter: not run",
                 "traefik rollout no jitter: timed out",
                 "haproxy reload jittered (±50 %): not run",
                 "haproxy reload no jitter: not run",
+                "haproxy terminate jittered (±50 %): not run",
+                "haproxy terminate no jitter: not run",
                 "haproxy rollout jittered (±50 %): not run",
                 "haproxy rollout no jitter: not run",
             ]

@@ -305,6 +305,59 @@ async fn a_controller_change_replaces_the_workers_of_nginx_and_haproxy(
     Ok(())
 }
 
+/// The data plane's own pod terminated, as a controller upgrade does, and replaced once it is
+/// gone: the open WebSocket ends, the replacement is a new process on the same listener, and
+/// a new WebSocket through it reaches a pod. Endpoint changes after it reach the replacement.
+#[rstest]
+#[tokio::test]
+async fn a_replaced_data_plane_serves_the_same_listener(
+    #[values(
+        Controller::Nginx,
+        Controller::Traefik,
+        Controller::Haproxy,
+        Controller::EnvoyGateway
+    )]
+    controller: Controller,
+) -> anyhow::Result<()> {
+    let spec = quick_spec().with_data_plane_drain_limit(Duration::from_secs(1));
+    let d = deploy(controller, &spec).await?;
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    let before = d.data_plane_processes();
+    let replaced = d.replace_data_plane().await?;
+    let after = d.data_plane_processes();
+    assert_ne!(after.main, before.main, "{controller}: a new data-plane process");
+    let exited = replaced.old.exited.context("the old data plane's exit time")?;
+    assert!(
+        exited <= replaced.ready,
+        "{controller}: the replacement served before the old one exited"
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{}", before.main)).is_err(),
+        "{controller}: the old data plane ({}) is still running",
+        before.main
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(
+        !matches!(ended, Ok(Some(Ok(Message::Text(_) | Message::Binary(_))))),
+        "{controller}: the WebSocket held through the old data plane should have ended: {ended:?}"
+    );
+    let (mut ws, _) = connect(d.endpoint()).await?;
+    echo(&mut ws, "through the replacement").await?;
+    d.scale(4).await?;
+    let pods = pod_names(&d).await?;
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen != pods {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{controller}: the replacement routed to {seen:?} of {pods:?} within 30 s of scaling"
+        );
+        let (_ws, pod) = connect(d.endpoint()).await?;
+        seen.insert(pod);
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Knob {
     TlsWithProxyProtocol,

@@ -8,13 +8,13 @@
 //! process's RLIMIT_NOFILE), `reloads` (whether the controller reloads for `reload`) and the spec's
 //! `replicas`, `drain_limit_s` and `drain`. Then it takes commands on stdin, one per line, and
 //! answers each with one JSON line (see `bench_anchors::dataplane`): `pids`, `reload`, `rollout`,
-//! `route`, `metrics`. It tears the deployment down when stdin closes or SIGTERM/SIGINT arrives.
+//! `terminate`, `route`, `metrics`. It tears the deployment down when stdin closes or SIGTERM/SIGINT arrives.
 //! Its children inherit its CPU affinity, so `taskset` on this process pins the whole server side.
 
 use std::io::{BufRead, Write};
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use bench_anchors::dataplane::{self, Args, ArgsError, Command};
@@ -246,6 +246,7 @@ async fn answer(deployment: &LocalDeployment, controller: Controller, line: &str
 
 async fn execute(deployment: &LocalDeployment, controller: Controller, command: Command) -> anyhow::Result<Value> {
     let started = Instant::now();
+    let begun = SystemTime::now();
     let after_ms = |started: Instant| started.elapsed().as_millis() as u64;
     Ok(match command {
         Command::Pids => pids_json(&deployment.data_plane_processes()),
@@ -258,6 +259,21 @@ async fn execute(deployment: &LocalDeployment, controller: Controller, command: 
             let elapsed = after_ms(started);
             let pods = deployment.pods().await?;
             json!({ "after_ms": elapsed, "pods": pods_json(deployment, &pods) })
+        }
+        Command::Terminate => {
+            let replaced = deployment.replace_data_plane().await?;
+            let since = |at: Option<SystemTime>| {
+                at.and_then(|at| at.duration_since(begun).ok())
+                    .map(|d| d.as_millis() as u64)
+            };
+            json!({
+                "after_ms": since(Some(replaced.ready)),
+                "gone_ms": since(replaced.old.exited),
+                "signal_ms": since(replaced.old.sigterm),
+                "sigkill": replaced.old.sigkill.is_some(),
+                "exit": replaced.old.exit_status,
+                "pids": pids_json(&deployment.data_plane_processes()),
+            })
         }
         Command::Route => {
             deployment.apply_unrelated_change().await?;

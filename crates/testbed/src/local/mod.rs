@@ -195,7 +195,12 @@ struct Inner {
     pod_port: u16,
     /// A client of this deployment: the data plane's listener, the Ingress host, TLS, PROXY header.
     client: ProbeOptions,
-    data_plane: DataPlane,
+    /// The data plane now; [`LocalDeployment::replace_data_plane`] swaps in its replacement.
+    data_plane: Mutex<Arc<DataPlane>>,
+    /// What a replacement data plane starts from: its binary, listener and TLS files.
+    data_plane_binary: PathBuf,
+    listen: SocketAddr,
+    tls_files: Option<probe::tls::TlsFiles>,
     state: Mutex<State>,
     /// Serializes endpoint and configuration changes.
     /// One sync at a time reaches the data plane, as in the controller.
@@ -205,6 +210,14 @@ struct Inner {
     /// Endpoint changes on their way through the controller model.
     endpoint_sync: EndpointSync,
     tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// What [`LocalDeployment::replace_data_plane`] did: the old data plane's termination and when
+/// its replacement served every ready pod.
+#[derive(Debug, Clone)]
+pub struct DataPlaneReplacement {
+    pub old: TerminationRecord,
+    pub ready: SystemTime,
 }
 
 #[derive(Debug)]
@@ -219,6 +232,11 @@ struct State {
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data plane now (a replacement may swap in while the caller holds this one).
+    fn data_plane(&self) -> Arc<DataPlane> {
+        self.data_plane.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Ready pods the data plane should route to.
@@ -236,7 +254,7 @@ impl Inner {
     async fn apply_endpoints(&self) -> Result<()> {
         let endpoints = self.endpoints();
         let extra = self.state().extra_routes.clone();
-        self.data_plane
+        self.data_plane()
             .apply(Change::Endpoints, &self.spec, &endpoints, &extra, &self.client)
             .await
     }
@@ -343,7 +361,7 @@ impl Inner {
         .await;
         routed.map_err(|wait| LocalError::Wait {
             wait,
-            log_tail: self.data_plane.log_tail(),
+            log_tail: self.data_plane().log_tail(),
         })
     }
 
@@ -450,7 +468,7 @@ impl Inner {
                 let _ = child.start_kill();
             }
         }
-        self.data_plane.kill();
+        self.data_plane().kill();
     }
 }
 
@@ -471,7 +489,7 @@ impl LocalDeployment {
         let extra = self.inner.state().extra_routes.clone();
         let inner = &self.inner;
         inner
-            .data_plane
+            .data_plane()
             .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
             .await?;
         // The change is applied once the new route answers.
@@ -494,7 +512,7 @@ impl LocalDeployment {
                 // the route.
                 tracing::warn!(controller = %inner.controller, "the new route does not answer yet; applying again");
                 if let Err(e) = inner
-                    .data_plane
+                    .data_plane()
                     .apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
                     .await
                 {
@@ -512,7 +530,7 @@ impl LocalDeployment {
         answered.map_err(|wait| {
             EnvError::from(LocalError::Wait {
                 wait,
-                log_tail: inner.data_plane.log_tail(),
+                log_tail: inner.data_plane().log_tail(),
             })
         })
     }
@@ -589,7 +607,10 @@ impl LocalDeployment {
             ws_echo,
             pod_port,
             client,
-            data_plane,
+            data_plane: Mutex::new(Arc::new(data_plane)),
+            data_plane_binary: binary,
+            listen,
+            tls_files,
             state: Mutex::new(State {
                 pods,
                 next_index: spec.pods,
@@ -617,7 +638,49 @@ impl LocalDeployment {
     /// Traefik's single process). A reload changes the workers; an endpoint
     /// change must not.
     pub fn data_plane_processes(&self) -> DataPlaneProcesses {
-        self.inner.data_plane.processes()
+        self.inner.data_plane().processes()
+    }
+
+    /// Terminates the data plane as its pod's termination does ([`Deployment::terminate_data_plane`])
+    /// and starts its replacement on the same listener once the old one is gone: the controller
+    /// has one replica holding the node's hostPorts, so its replacement cannot bind them sooner
+    /// (the kind cluster's topology). The replacement starts from the current endpoints and
+    /// routes; no endpoint or configuration change reaches either meanwhile. Returns once the
+    /// replacement answers.
+    pub async fn replace_data_plane(&self) -> crate::env::Result<DataPlaneReplacement> {
+        let inner = &self.inner;
+        let _ops = inner.ops.lock().await;
+        let old = inner.data_plane();
+        let record = old.terminate(&inner.spec).await;
+        let endpoints = inner.endpoints();
+        let extra = inner.state().extra_routes.clone();
+        let new = DataPlane::start(
+            inner.controller,
+            &inner.data_plane_binary,
+            &inner.spec,
+            &inner.dir,
+            inner.listen,
+            inner.tls_files.as_ref(),
+            &endpoints,
+        )
+        .await?;
+        if !extra.is_empty() {
+            new.apply(Change::Route, &inner.spec, &endpoints, &extra, &inner.client)
+                .await?;
+        }
+        *inner.data_plane.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        let routed: BTreeSet<String> = inner
+            .state()
+            .pods
+            .iter()
+            .filter(|(_, p)| p.in_endpoints)
+            .map(|(n, _)| n.clone())
+            .collect();
+        inner.wait_routed(&routed).await?;
+        Ok(DataPlaneReplacement {
+            old: record,
+            ready: SystemTime::now(),
+        })
     }
 
     /// Each pod's ws-echo process id now, by pod name (terminating pods included until they
@@ -676,7 +739,7 @@ impl Deployment for LocalDeployment {
                 "none (local: {} configuration rendered by testbed)",
                 self.inner.controller
             ),
-            data_plane: self.inner.data_plane.version().await,
+            data_plane: self.inner.data_plane().version().await,
         }
     }
 
@@ -776,7 +839,7 @@ impl Deployment for LocalDeployment {
         let endpoints = inner.endpoints();
         let extra = inner.state().extra_routes.clone();
         inner
-            .data_plane
+            .data_plane()
             .apply(Change::Controller, &inner.spec, &endpoints, &extra, &inner.client)
             .await?;
         Ok(())
@@ -786,7 +849,7 @@ impl Deployment for LocalDeployment {
         let (tx, rx) = oneshot::channel();
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
-            let record = inner.data_plane.terminate(&inner.spec).await;
+            let record = inner.data_plane().terminate(&inner.spec).await;
             let _ = tx.send(Ok(record));
         });
         self.inner
@@ -818,7 +881,7 @@ impl Deployment for LocalDeployment {
 
     async fn teardown(self: Box<Self>) -> crate::env::Result<()> {
         self.inner.kill_everything();
-        self.inner.data_plane.wait_exit(Duration::from_secs(5)).await;
+        self.inner.data_plane().wait_exit(Duration::from_secs(5)).await;
         drop(self);
         Ok(())
     }
