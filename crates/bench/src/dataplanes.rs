@@ -576,8 +576,7 @@ fn cpu_sum(pids: &[u32]) -> Option<Duration> {
 }
 
 /// How many idle WebSockets the memory figure is measured over: `requested`, or the most the
-/// data plane's processes may hold at two file descriptors each (and nginx's worker_connections,
-/// HAProxy's maxconn), with the reason.
+/// data plane's processes may hold ([`connection_cap`]), with the reason.
 pub fn memory_plan(
     requested: usize,
     controller: Controller,
@@ -585,6 +584,31 @@ pub fn memory_plan(
     nofile: Option<u64>,
     haproxy_maxconn: Option<u64>,
 ) -> (usize, Option<String>) {
+    match connection_cap(controller, holding_processes, nofile, haproxy_maxconn) {
+        Some((most, why)) if most < requested as u64 => {
+            let most = most.max(1) as usize;
+            (
+                most,
+                Some(format!(
+                    "measured at {} instead of {}: {why}",
+                    thousands(most as f64),
+                    thousands(requested as f64)
+                )),
+            )
+        }
+        _ => (requested, None),
+    }
+}
+
+/// The most WebSockets the data plane holds as its controller renders it, and why: its processes
+/// at two file descriptors each, nginx's worker_connections, Envoy Gateway's cluster circuit
+/// breaker, HAProxy's derived maxconn; the smallest wins. `None`: nothing known bounds it.
+pub fn connection_cap(
+    controller: Controller,
+    holding_processes: usize,
+    nofile: Option<u64>,
+    haproxy_maxconn: Option<u64>,
+) -> Option<(u64, String)> {
     let margin = FD_MARGIN as u64;
     let holding = holding_processes.max(1) as u64;
     let processes = if holding > 1 {
@@ -592,7 +616,6 @@ pub fn memory_plan(
     } else {
         "one process holds both sides of every WebSocket".to_owned()
     };
-    // (most WebSockets, why): the smallest wins.
     let mut limits: Vec<(u64, String)> = Vec::new();
     if let Some(n) = nofile {
         limits.push((
@@ -631,20 +654,7 @@ pub fn memory_plan(
             format!("HAProxy's derived maxconn {} allows no more", thousands(m as f64)),
         ));
     }
-    match limits.into_iter().min_by_key(|(most, _)| *most) {
-        Some((most, why)) if most < requested as u64 => {
-            let most = most.max(1) as usize;
-            (
-                most,
-                Some(format!(
-                    "measured at {} instead of {}: {why}",
-                    thousands(most as f64),
-                    thousands(requested as f64)
-                )),
-            )
-        }
-        _ => (requested, None),
-    }
+    limits.into_iter().min_by_key(|(most, _)| *most)
 }
 
 fn memory(plane: &mut Plane, launcher: &Launcher, paths: &Paths, s: &DataPlaneSettings) -> anyhow::Result<Memory> {

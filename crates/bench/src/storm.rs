@@ -467,7 +467,21 @@ fn measure(
         return row;
     }
     let processes = info.data_plane_pids.as_ref().map_or(1, |p| p.workers.len().max(1));
-    let limit = client_limit(s.clients, info.data_plane_nofile, processes, launcher.nofile);
+    let mut limit = client_limit(s.clients, info.data_plane_nofile, processes, launcher.nofile);
+    // What the controller renders may hold fewer: nginx's worker_connections, Envoy Gateway's
+    // circuit breaker. A storm through more clients than that would measure the cap, not the storm.
+    if let Some((most, why)) = crate::dataplanes::connection_cap(controller, processes, None, None)
+        .filter(|(most, _)| (*most as usize) < limit.allowed)
+    {
+        limit.allowed = (most as usize).max(1);
+        if limit.capped() {
+            limit.reason = format!(
+                "capped at {} of {} clients: {why}",
+                thousands(limit.allowed as f64),
+                thousands(limit.asked as f64)
+            );
+        }
+    }
     row.clients = limit.allowed.min(s.clients);
     row.client_limit = Some(limit);
     match storm(

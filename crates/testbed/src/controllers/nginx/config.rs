@@ -50,6 +50,53 @@ pub const SCRIPT: &str = include_str!("ingress.js");
 /// Its file name, beside nginx.conf.
 pub const SCRIPT_FILE: &str = "ingress.js";
 
+/// What ingress-nginx reads from its own process when it renders nginx.conf
+/// (internal/ingress/controller/nginx.go `OnUpdate`, controller-v1.15.1): the CPUs it may run
+/// on and its hard RLIMIT_NOFILE, which the nginx it starts inherits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    /// Go's `runtime.NumCPU()`: the CPUs in the process's affinity mask (not a cgroup quota).
+    pub cpus: usize,
+    /// The hard RLIMIT_NOFILE; `None` when unlimited.
+    pub nofile_hard: Option<u64>,
+}
+
+impl Host {
+    /// This process's, as the controller reads its own.
+    pub fn current() -> Host {
+        let cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map(|set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .count()
+            })
+            .unwrap_or(1);
+        let nofile_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(_, hard)| hard)
+            .filter(|&hard| hard != nix::sys::resource::RLIM_INFINITY);
+        Host {
+            cpus: cpus.max(1),
+            nofile_hard,
+        }
+    }
+
+    /// `worker-processes`' default: `strconv.Itoa(runtime.NumCPU())` (config.go `NewDefault`).
+    pub fn worker_processes(&self) -> usize {
+        self.cpus.max(1)
+    }
+
+    /// `max-worker-open-files` 0 (its default) becomes the hard limit less 1,024, and 1,024 when
+    /// that is less (nginx.go `OnUpdate`, util.go `rlimitMaxNumFiles`). Unlimited reads as -1 in
+    /// Go's int, so it also ends at 1,024.
+    pub fn max_worker_open_files(&self) -> u64 {
+        match self.nofile_hard {
+            Some(hard) if hard >= 2_048 => hard - 1_024,
+            _ => 1_024,
+        }
+    }
+}
+
 /// Renders nginx.conf.
 pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
     render_with_changes(spec, ctx, 0)
@@ -57,7 +104,15 @@ pub fn render(spec: &IngressSpec, ctx: &LocalContext) -> Result<String> {
 
 /// [`render`] after `changes` controller changes ([`CHANGED_KEY`]).
 pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32) -> Result<String> {
+    render_on(spec, ctx, changes, &Host::current())
+}
+
+/// [`render_with_changes`] as the controller renders it on `host`.
+pub fn render_on(spec: &IngressSpec, ctx: &LocalContext, changes: u32, host: &Host) -> Result<String> {
     check(Controller::Nginx, EnvKind::Local, spec)?;
+    // `max-worker-connections` 16384 by default: set, so never derived from the open files.
+    let worker_connections =
+        model::connection_limit::worker_connections(Controller::Nginx.info().connection_limits).unwrap_or(16_384);
     let dir = ctx.runtime_dir.display();
     let upstream = upstream_name();
     // `timeouts.idle` sets both directions: an upgraded connection is idle
@@ -83,7 +138,8 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
     );
     let _ = writeln!(w, "daemon off;");
     let _ = writeln!(w, "master_process on;");
-    let _ = writeln!(w, "worker_processes 2;");
+    let _ = writeln!(w, "worker_processes {};", host.worker_processes());
+    let _ = writeln!(w, "worker_rlimit_nofile {};", host.max_worker_open_files());
     let _ = writeln!(w, "pid {dir}/nginx.pid;");
     let _ = writeln!(w, "error_log stderr notice;");
     let _ = writeln!(
@@ -93,7 +149,7 @@ pub fn render_with_changes(spec: &IngressSpec, ctx: &LocalContext, changes: u32)
     let _ = writeln!(w, "worker_shutdown_timeout {};", duration_value(shutdown));
     let _ = writeln!(
         w,
-        "events {{\n    multi_accept on;\n    worker_connections 16384;\n    use epoll;\n}}"
+        "events {{\n    multi_accept on;\n    worker_connections {worker_connections};\n    use epoll;\n}}"
     );
     let _ = writeln!(w, "http {{");
     for (directive, sub) in [
@@ -317,6 +373,36 @@ mod tests {
 
     fn render_ok(spec: &IngressSpec, ctx: &LocalContext) -> String {
         render(spec, ctx).expect("renders")
+    }
+
+    #[test]
+    fn workers_and_their_open_files_follow_the_host_as_the_controller_reads_it() {
+        let spec = IngressSpec::new(3);
+        let on = |cpus, nofile_hard| render_on(&spec, &context(), 0, &Host { cpus, nofile_hard }).unwrap();
+        check(
+            &on(2, Some(20_000)),
+            &[
+                "worker_processes 2;\n",
+                "worker_rlimit_nofile 18976;\n",
+                "    worker_connections 16384;\n",
+            ],
+        );
+        check(
+            &on(8, Some(1_048_576)),
+            &["worker_processes 8;\n", "worker_rlimit_nofile 1047552;\n"],
+        );
+        // A low or unlimited hard limit ends at 1,024, as in the controller.
+        check(
+            &on(1, Some(1_500)),
+            &["worker_processes 1;\n", "worker_rlimit_nofile 1024;\n"],
+        );
+        check(&on(1, None), &["worker_rlimit_nofile 1024;\n"]);
+        let here = Host::current();
+        assert!(here.cpus >= 1);
+        check(
+            &render_ok(&spec, &context()),
+            &[&format!("worker_processes {};\n", here.worker_processes())],
+        );
     }
 
     #[test]
