@@ -1193,7 +1193,8 @@ pub fn configured_limits(
         match limit.value {
             ConnectionLimit::WorkerConnections { per_worker } => {
                 out.push(format!(
-                    "worker_processes {workers} (ingress-nginx renders auto: one per core)"
+                    "worker_processes {workers} (ingress-nginx's worker-processes default, runtime.NumCPU(): the CPUs the \
+                     controller may run on, config.go at controller-v1.15.1)"
                 ));
                 out.push(format!(
                     "worker_connections {per_worker} per worker (ingress-nginx's max-worker-connections default, \
@@ -1765,7 +1766,9 @@ mod tests {
         assert_eq!(
             lines(Controller::Nginx),
             vec![
-                "worker_processes 2 (ingress-nginx renders auto: one per core)".to_owned(),
+                "worker_processes 2 (ingress-nginx's worker-processes default, runtime.NumCPU(): the CPUs the \
+                 controller may run on, config.go at controller-v1.15.1)"
+                    .to_owned(),
                 "worker_connections 16384 per worker (ingress-nginx's max-worker-connections default, \
                  internal/ingress/controller/config/config.go at controller-v1.15.1), counting the client and the \
                  upstream connection"
@@ -1984,7 +1987,8 @@ mod tests {
             "### Data planes: idle WebSockets one instance holds at once",
             "| nginx (v1) | 50,000 | 16,380 | not counted: 3 of 3 generators stopped while dialing | 6 | nginx worker_connections",
             "0 of 16 connected; no upgrade within 10s (while 16,379 were held)",
-            "worker_processes 2 (ingress-nginx renders auto: one per core)",
+            "worker_processes 2 (ingress-nginx's worker-processes default, runtime.NumCPU(): the CPUs the \
+                 controller may run on, config.go at controller-v1.15.1)",
             "Maxconn 9983 (show info)",
             "max_active_downstream_connections 50000",
             "| traefik (v1) | - | - | - | 6 | held: the generators were still running |",
