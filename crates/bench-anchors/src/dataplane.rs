@@ -13,7 +13,7 @@ use model::{Controller, Drain, IngressSpec};
 use serde_json::{Map, Value, json};
 
 pub const USAGE: &str = "usage: bench-dataplane <nginx|traefik|haproxy|envoy-gateway> \
-                         [--pods N] [--drain-limit SECS] [--prestop SECS]";
+                         [--pods N] [--drain-limit SECS] [--prestop SECS] [--backend-connections N]";
 
 /// The most pods a deployment may have: the local environment gives each pod its own
 /// 127.0.1.x (254 of them), and a rollout surges new pods while the old ones drain.
@@ -38,6 +38,9 @@ pub struct Args {
     /// `--prestop SECS`: the pods' preStop, after which a terminating pod closes its WebSockets
     /// with 1001 at once ([`prestop_drain`]); [`Drain::default`] otherwise.
     pub prestop: Option<Duration>,
+    /// `--backend-connections N`: [`IngressSpec::with_backend_connections`] (where the controller
+    /// has such a limit; the others refuse the spec).
+    pub backend_connections: Option<u32>,
 }
 
 /// Why the command line was not taken.
@@ -71,6 +74,7 @@ impl Args {
         let mut pods = None;
         let mut drain_limit = None;
         let mut prestop = None;
+        let mut backend_connections = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
@@ -91,6 +95,7 @@ impl Args {
                 "--pods" => Slot::Pods(&mut pods),
                 "--drain-limit" => Slot::Secs(&mut drain_limit, false),
                 "--prestop" => Slot::Secs(&mut prestop, true),
+                "--backend-connections" => Slot::Count(&mut backend_connections),
                 _ => return Err(invalid(format!("unknown option {flag:?}"))),
             };
             let value = match inline {
@@ -104,6 +109,7 @@ impl Args {
             pods: pods.unwrap_or(1),
             drain_limit,
             prestop,
+            backend_connections,
         })
     }
 
@@ -116,6 +122,9 @@ impl Args {
         if let Some(prestop) = self.prestop {
             spec = spec.with_drain(prestop_drain(prestop));
         }
+        if let Some(most) = self.backend_connections {
+            spec = spec.with_backend_connections(most);
+        }
         spec
     }
 }
@@ -123,6 +132,8 @@ impl Args {
 /// Where an option's value goes.
 enum Slot<'a> {
     Pods(&'a mut Option<u32>),
+    /// A whole number, 1 or more.
+    Count(&'a mut Option<u32>),
     /// Seconds; whether zero is allowed.
     Secs(&'a mut Option<Duration>, bool),
 }
@@ -138,6 +149,12 @@ impl Slot<'_> {
                             "{flag} {value:?}: expected a whole number from 1 to {MAX_PODS}"
                         ))
                     })?;
+                set_once(slot, n, flag)
+            }
+            Slot::Count(slot) => {
+                let n: u32 = (value.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| invalid(format!("{flag} {value:?}: expected a whole number, 1 or more")))?;
                 set_once(slot, n, flag)
             }
             Slot::Secs(slot, zero_ok) => {
@@ -367,6 +384,7 @@ mod tests {
                 pods: 1,
                 drain_limit: None,
                 prestop: None,
+                backend_connections: None,
             }
         );
         let spec = parsed.spec();
@@ -375,7 +393,9 @@ mod tests {
 
     #[test]
     fn options_go_anywhere_with_or_without_an_equals_sign() {
-        let parsed = args("--pods 3 envoy-gateway --drain-limit=2.5 --prestop 0").unwrap();
+        let parsed = args("--pods 3 envoy-gateway --drain-limit=2.5 --prestop 0 --backend-connections=100000").unwrap();
+        assert_eq!(parsed.backend_connections, Some(100_000));
+        assert_eq!(parsed.spec().data_plane.backend_connections, Some(100_000));
         assert_eq!(parsed.controller, Controller::EnvoyGateway);
         assert_eq!(parsed.pods, 3);
         assert_eq!(parsed.drain_limit, Some(Duration::from_millis(2500)));
@@ -411,6 +431,14 @@ mod tests {
             ("nginx --prestop NaN", "expected seconds"),
             ("nginx --prestop inf", "expected seconds"),
             ("nginx --grace 3", "unknown option \"--grace\""),
+            (
+                "envoy-gateway --backend-connections 0",
+                "expected a whole number, 1 or more",
+            ),
+            (
+                "envoy-gateway --backend-connections many",
+                "expected a whole number, 1 or more",
+            ),
         ] {
             let error = args(line).expect_err(line);
             let text = error.to_string();

@@ -43,8 +43,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use model::connection_limit::{cluster_circuit_breaker, derives_maxconn, overload_downstream, worker_connections};
-use model::{ConnectionLimit, ConnectionLimits, Controller};
+use model::connection_limit::{
+    breaker_raised, cluster_circuit_breaker, derives_maxconn, overload_downstream, worker_connections,
+};
+use model::control_loop::Sourced;
+use model::{ConnectionLimit, Controller};
 use probe::load::stats::cpu_time;
 use probe::load::{IdleResult, RttResult, rss_kib};
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,7 @@ use ws_echo::config::duration_arg;
 use crate::launch::{DataPlaneInfo, DataPlanePids, Generator, Launcher, Server, strings};
 use crate::render::{Table, thousands};
 use crate::run::{FD_MARGIN, Paths, generator_args, idle_args};
+use crate::setup::Setup;
 
 /// File descriptors a proxied WebSocket takes in the proxy: the client's and the upstream's.
 pub const FDS_PER_WEBSOCKET: u64 = 2;
@@ -175,6 +179,9 @@ pub struct DataPlaneCapacity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataPlaneFigures {
     pub controller: String,
+    /// What differs from the controller's defaults ([`Setup::setting`]); `None`: as it renders it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
     /// Its version, e.g. "nginx/1.31.3".
     pub data_plane: String,
     /// The data plane's RLIMIT_NOFILE (soft).
@@ -298,6 +305,8 @@ pub struct FirstLimit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitInput {
     pub controller: Controller,
+    /// The setup's raised backend connection limit ([`Setup::backend_connections`]).
+    pub backend_connections: Option<u32>,
     pub target: u64,
     pub held: u64,
     /// Processes that hold connections (nginx and HAProxy workers, else the one process).
@@ -334,12 +343,13 @@ pub fn run_controllers(
         planes: Vec::new(),
         notes: Vec::new(),
     };
-    for &controller in controllers {
-        eprintln!("bench: data planes: {controller}");
-        match measure(launcher, paths, s, controller) {
+    for setup in Setup::all(controllers) {
+        let label = setup.label();
+        eprintln!("bench: data planes: {label}");
+        match measure(launcher, paths, s, setup) {
             Ok(figures) => out.planes.push(figures),
             Err(e) => {
-                let note = format!("{controller}: {e:#}");
+                let note = format!("{label}: {e:#}");
                 eprintln!("bench: data planes: {note}");
                 out.notes.push(note);
             }
@@ -385,18 +395,22 @@ fn measure(
     launcher: &Launcher,
     paths: &Paths,
     s: &DataPlaneSettings,
-    controller: Controller,
+    setup: Setup,
 ) -> anyhow::Result<DataPlaneFigures> {
+    let controller = setup.controller;
+    let label = setup.label();
     let pods = pods_for(s);
     let env = [
         ("TESTBED_WS_ECHO", paths.ws_echo.display().to_string()),
         ("RUST_LOG", "warn".to_owned()),
     ];
-    let options = strings(&["--pods", &pods.to_string()]);
+    let mut options = strings(&["--pods", &pods.to_string()]);
+    options.extend(setup.options());
     let (server, info) = launcher.data_plane_with(&paths.data_plane, controller, &options, &env, &paths.logs)?;
-    let mut plane = Plane::new(controller, server, info);
+    let mut plane = Plane::new(setup, server, info);
     let mut figures = DataPlaneFigures {
         controller: controller.name().to_owned(),
+        setting: setup.setting(),
         data_plane: plane.info.data_plane.clone(),
         nofile: plane.info.data_plane_nofile,
         pods,
@@ -420,7 +434,7 @@ fn measure(
                 .push(format!("{name}: not measured: bench-dataplane exited ({status})"));
             continue;
         }
-        eprintln!("bench: data planes: {controller}: {name}");
+        eprintln!("bench: data planes: {label}: {name}");
         let measured = match part {
             Part::Memory => memory(&mut plane, launcher, paths, s).map(|m| figures.memory = Some(m)),
             Part::Cpu => cpu(&mut plane, launcher, paths, s).map(|c| figures.cpu = Some(c)),
@@ -428,17 +442,13 @@ fn measure(
         };
         if let Err(e) = measured {
             let note = format!("{name}: {e:#}");
-            eprintln!("bench: data planes: {controller}: {note}");
+            eprintln!("bench: data planes: {label}: {note}");
             figures.notes.push(note);
         }
     }
     let workers = plane.pids().map(|p| holding_processes(&p)).unwrap_or(1);
-    figures.configured_limits = configured_limits(
-        controller,
-        plane.info.data_plane_nofile,
-        workers,
-        plane.haproxy_maxconn(),
-    );
+    figures.configured_limits =
+        configured_limits(setup, plane.info.data_plane_nofile, workers, plane.haproxy_maxconn());
     plane.server.stop(Duration::from_secs(15));
     Ok(figures)
 }
@@ -452,7 +462,7 @@ enum Part {
 
 /// One deployed data plane and what the run reads from it.
 struct Plane {
-    controller: Controller,
+    setup: Setup,
     server: Server,
     info: DataPlaneInfo,
     /// Where its stdout and stderr go (`<runtime dir>/<controller>.log`).
@@ -469,13 +479,13 @@ struct Active {
 }
 
 impl Plane {
-    fn new(controller: Controller, server: Server, info: DataPlaneInfo) -> Self {
+    fn new(setup: Setup, server: Server, info: DataPlaneInfo) -> Self {
         let main = info.data_plane_pids.as_ref().map(|p| p.main);
         let link = |what: &str| main.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/{what}")).ok());
         let log = link("fd/2").filter(|p| p.is_file());
         let runtime_dir = link("cwd");
         Plane {
-            controller,
+            setup,
             server,
             info,
             log,
@@ -525,15 +535,15 @@ impl Plane {
         scan_log(self.log.as_deref()?, from)
     }
 
-    /// The connection limits its controller renders (the model's facts).
-    fn limits(&self) -> ConnectionLimits {
-        self.controller.info().connection_limits
+    /// The connection limits it runs with (the model's facts, and the setup's raised one).
+    fn limits(&self) -> Vec<Sourced<ConnectionLimit>> {
+        self.setup.limits()
     }
 
     /// Envoy's open circuit breakers now, from its admin `/stats` (where the data plane has a
     /// cluster circuit breaker).
     fn envoy_breaker(&self) -> Option<String> {
-        cluster_circuit_breaker(self.limits())?;
+        cluster_circuit_breaker(&self.limits())?;
         let dir = self.runtime_dir.as_deref()?;
         let addr = std::fs::read_to_string(dir.join("envoy-admin-address")).ok()?;
         let addr: std::net::SocketAddr = addr.trim().parse().ok()?;
@@ -552,7 +562,7 @@ impl Plane {
 
     /// HAProxy's `show info` Maxconn (where the data plane derives its maxconn).
     fn haproxy_maxconn(&self) -> Option<u64> {
-        if !derives_maxconn(self.limits()) {
+        if !derives_maxconn(&self.limits()) {
             return None;
         }
         haproxy_info(self.runtime_dir.as_deref()?).map(|i| i.maxconn)
@@ -579,12 +589,12 @@ fn cpu_sum(pids: &[u32]) -> Option<Duration> {
 /// data plane's processes may hold ([`connection_cap`]), with the reason.
 pub fn memory_plan(
     requested: usize,
-    controller: Controller,
+    setup: impl Into<Setup>,
     holding_processes: usize,
     nofile: Option<u64>,
     haproxy_maxconn: Option<u64>,
 ) -> (usize, Option<String>) {
-    match connection_cap(controller, holding_processes, nofile, haproxy_maxconn) {
+    match connection_cap(setup, holding_processes, nofile, haproxy_maxconn) {
         Some((most, why)) if most < requested as u64 => {
             let most = most.max(1) as usize;
             (
@@ -604,7 +614,7 @@ pub fn memory_plan(
 /// at two file descriptors each, nginx's worker_connections, Envoy Gateway's cluster circuit
 /// breaker, HAProxy's derived maxconn; the smallest wins. `None`: nothing known bounds it.
 pub fn connection_cap(
-    controller: Controller,
+    setup: impl Into<Setup>,
     holding_processes: usize,
     nofile: Option<u64>,
     haproxy_maxconn: Option<u64>,
@@ -627,7 +637,8 @@ pub fn connection_cap(
             ),
         ));
     }
-    for limit in controller.info().connection_limits {
+    let setup_limits = setup.into().limits();
+    for limit in &setup_limits {
         match limit.value {
             ConnectionLimit::WorkerConnections { per_worker } => limits.push((
                 holding * (per_worker.saturating_sub(margin) / FDS_PER_WEBSOCKET),
@@ -638,10 +649,18 @@ pub fn connection_cap(
             )),
             ConnectionLimit::ClusterCircuitBreaker { max_connections } => limits.push((
                 max_connections,
-                format!(
-                    "Envoy's default cluster circuit breaker lets no more WebSockets through (max_connections and \
-                     max_requests {max_connections}; Envoy Gateway sets only max_retries)"
-                ),
+                if breaker_raised(std::slice::from_ref(limit)) {
+                    format!(
+                        "the raised cluster circuit breaker lets no more WebSockets through (BackendTrafficPolicy \
+                         circuitBreaker {})",
+                        thousands(max_connections as f64)
+                    )
+                } else {
+                    format!(
+                        "Envoy's default cluster circuit breaker lets no more WebSockets through (max_connections \
+                         and max_requests {max_connections}; Envoy Gateway sets only max_retries)"
+                    )
+                },
             )),
             // The derived maxconn is read at run time (`haproxy_maxconn`, below); the overload
             // manager's process-wide limit is far above any memory run.
@@ -661,7 +680,7 @@ fn memory(plane: &mut Plane, launcher: &Launcher, paths: &Paths, s: &DataPlaneSe
     let pids = plane.pids()?;
     let (attempted, cap_note) = memory_plan(
         s.idle_connections,
-        plane.controller,
+        plane.setup,
         holding_processes(&pids),
         plane.info.data_plane_nofile,
         plane.haproxy_maxconn(),
@@ -936,7 +955,7 @@ fn held(plane: &mut Plane, launcher: &Launcher, paths: &Paths, s: &DataPlaneSett
         let plateau_at = Instant::now();
         eprintln!(
             "bench: data planes: {}: held {} for {:?} without growing; probing with {PROBE_CONNECTIONS} more",
-            plane.controller,
+            plane.setup.label(),
             peak.active.total,
             s.stall()
         );
@@ -1017,7 +1036,8 @@ fn held(plane: &mut Plane, launcher: &Launcher, paths: &Paths, s: &DataPlaneSett
         .max_by_key(|(_, n)| **n)
         .map(|(name, n)| (name.clone(), *n));
     let limit = first_limit(&LimitInput {
-        controller: plane.controller,
+        controller: plane.setup.controller,
+        backend_connections: plane.setup.backend_connections,
         target: target as u64,
         held: peak.active.total,
         holding_processes: holding,
@@ -1182,14 +1202,15 @@ fn haproxy_info(runtime_dir: &Path) -> Option<HaproxyInfo> {
 
 /// The connection limits `controller` renders locally, each with its source.
 pub fn configured_limits(
-    controller: Controller,
+    setup: impl Into<Setup>,
     nofile: Option<u64>,
     workers: usize,
     haproxy_maxconn: Option<u64>,
 ) -> Vec<String> {
-    let info = controller.info();
+    let setup = setup.into();
+    let info = setup.controller.info();
     let mut out = Vec::new();
-    for limit in info.connection_limits {
+    for limit in &setup.limits() {
         match limit.value {
             ConnectionLimit::WorkerConnections { per_worker } => {
                 out.push(format!(
@@ -1215,6 +1236,15 @@ pub fn configured_limits(
                 "overload manager max_active_downstream_connections {max} (Envoy Gateway's bootstrap.yaml.tpl at \
                  v1.9.0)"
             )),
+            ConnectionLimit::ClusterCircuitBreaker { max_connections }
+                if breaker_raised(std::slice::from_ref(limit)) =>
+            {
+                out.push(format!(
+                    "cluster circuit breaker raised by a BackendTrafficPolicy circuitBreaker: max_connections, \
+                     max_pending_requests and max_requests {max_connections} \
+                     (internal/gatewayapi/clustersettings.go, internal/xds/translator/cluster.go at v1.9.0)"
+                ))
+            }
             ConnectionLimit::ClusterCircuitBreaker { max_connections } => out.push(format!(
                 "cluster circuit breaker: only max_retries 1024 rendered (internal/xds/translator/cluster.go at \
                  v1.9.0), so max_connections, max_pending_requests and max_requests keep Envoy's default \
@@ -1251,7 +1281,11 @@ pub fn first_limit(i: &LimitInput) -> FirstLimit {
             thousands((n / FDS_PER_WEBSOCKET) as f64)
         )
     };
-    let limits = i.controller.info().connection_limits;
+    let limits = &Setup {
+        controller: i.controller,
+        backend_connections: i.backend_connections,
+    }
+    .limits();
     let worker_connections = worker_connections(limits);
     let overload = overload_downstream(limits);
     let breaker = cluster_circuit_breaker(limits);
@@ -1271,6 +1305,11 @@ pub fn first_limit(i: &LimitInput) -> FirstLimit {
         None => "Envoy's overload manager: max_active_downstream_connections".to_owned(),
     };
     let breaker_text = match breaker {
+        Some(n) if breaker_raised(limits) => format!(
+            "Envoy's cluster circuit breaker, raised: max_connections and max_requests {} per cluster \
+             (BackendTrafficPolicy circuitBreaker), one of each per WebSocket",
+            thousands(n as f64)
+        ),
         Some(n) => format!(
             "Envoy's cluster circuit breaker: max_connections and max_requests {} per cluster (Envoy's defaults: \
              Envoy Gateway sets only max_retries), one of each per WebSocket",
@@ -1418,7 +1457,10 @@ pub fn tables(r: &DataPlaneCapacity) -> Vec<Table> {
         rows: Vec::new(),
     };
     for p in &r.planes {
-        let name = format!("{} ({})", p.controller, p.data_plane);
+        let name = match &p.setting {
+            Some(setting) => format!("{} ({}), {setting}", p.controller, p.data_plane),
+            None => format!("{} ({})", p.controller, p.data_plane),
+        };
         let m = p.memory.as_ref();
         let c = p.cpu.as_ref();
         let mut notes: Vec<String> = m.and_then(|m| m.note.clone()).into_iter().collect();
@@ -1501,8 +1543,11 @@ pub fn markdown(r: &DataPlaneCapacity) -> String {
 /// Every figure a run should have produced and did not, per controller (the smoke check).
 pub fn gaps(r: &DataPlaneCapacity) -> Vec<String> {
     let mut gaps = Vec::new();
-    for controller in Controller::ALL {
-        let Some(p) = r.planes.iter().find(|p| p.controller == controller.name()) else {
+    for setup in Setup::all(&Controller::ALL) {
+        let controller = setup.label();
+        let setting = setup.setting();
+        let found = (r.planes.iter()).find(|p| p.controller == setup.controller.name() && p.setting == setting);
+        let Some(p) = found else {
             gaps.push(format!("no figures for {controller}"));
             continue;
         };
@@ -1532,6 +1577,7 @@ mod tests {
     fn input(controller: Controller, held: u64) -> LimitInput {
         LimitInput {
             controller,
+            backend_connections: None,
             target: 50_000,
             held,
             holding_processes: 1,
@@ -1865,12 +1911,13 @@ mod tests {
     }
 
     fn complete() -> DataPlaneCapacity {
-        let plane = |c: Controller| DataPlaneFigures {
-            controller: c.name().to_owned(),
+        let plane = |setup: Setup| DataPlaneFigures {
+            controller: setup.controller.name().to_owned(),
+            setting: setup.setting(),
             data_plane: "v1".to_owned(),
             nofile: Some(20_000),
             pods: 6,
-            configured_limits: configured_limits(c, Some(20_000), 2, Some(9_983)),
+            configured_limits: configured_limits(setup, Some(20_000), 2, Some(9_983)),
             memory: Some(Memory {
                 requested: 10_000,
                 attempted: 9_872,
@@ -1918,7 +1965,7 @@ mod tests {
         DataPlaneCapacity {
             settings: DataPlaneSettings::default(),
             nofile_limit: 20_000,
-            planes: Controller::ALL.map(plane).to_vec(),
+            planes: Setup::all(&Controller::ALL).into_iter().map(plane).collect(),
             notes: Vec::new(),
         }
     }
@@ -1937,7 +1984,8 @@ mod tests {
                 "no figures for nginx",
                 "no figures for traefik",
                 "no figures for haproxy",
-                "no figures for envoy-gateway"
+                "no figures for envoy-gateway",
+                "no figures for envoy-gateway, circuitBreaker 100,000"
             ]
         );
         let mut r = complete();
@@ -1952,7 +2000,7 @@ mod tests {
                 "nginx: no memory per idle WebSocket",
                 "traefik: no CPU per 1,000 msgs/s",
                 "haproxy: no connection held",
-                "no figures for envoy-gateway"
+                "no figures for envoy-gateway, circuitBreaker 100,000"
             ]
         );
     }
@@ -1967,7 +2015,22 @@ mod tests {
             .push("held: the generators were still running".to_owned());
         let t = tables(&r);
         assert_eq!(t.len(), 2);
-        assert_eq!(t[0].rows.len(), 4);
+        assert_eq!(t[0].rows.len(), 5);
+        // The raised setup has its own row, saying what it raised, and its own configured limit.
+        assert!(
+            t[0].rows[4][0].starts_with("envoy-gateway (v1), circuitBreaker raised to 100,000"),
+            "{:?}",
+            t[0].rows[4]
+        );
+        assert!(
+            t[1].rows[4]
+                .last()
+                .unwrap()
+                .contains("raised by a BackendTrafficPolicy circuitBreaker"),
+            "{:?}",
+            t[1].rows[4]
+        );
+        assert!(t[1].rows[3].last().unwrap().contains("keep Envoy's default 1024"));
         assert_eq!(
             t[0].rows[0],
             [

@@ -15,6 +15,7 @@ pub mod launch;
 pub mod render;
 pub mod result;
 pub mod run;
+pub mod setup;
 pub mod storm;
 pub mod sys;
 

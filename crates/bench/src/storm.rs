@@ -39,6 +39,7 @@ use ws_echo::config::duration_arg;
 use crate::launch::{DataPlaneInfo, Generator, Launcher, Server, strings};
 use crate::render::{Table, html_escape, thousands};
 use crate::run::{FD_MARGIN, Paths, generator_args};
+use crate::setup::Setup;
 
 /// Pods behind the data plane.
 pub const PODS: u32 = 3;
@@ -223,7 +224,8 @@ pub struct Storms {
     pub settle_s: f64,
     /// A smoke run: too small to quote.
     pub quick: bool,
-    /// The data planes the run went through, by controller name.
+    /// The data planes the run went through, by [`Setup::label`]: the controller's name, and the
+    /// raised limit where a setup raises one.
     pub controllers: Vec<String>,
     pub runs: Vec<StormRun>,
     /// The reconnect policies and events, in words.
@@ -235,6 +237,12 @@ pub struct Storms {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StormRun {
     pub controller: String,
+    /// [`Setup::label`] where the setup raises a limit (`None`: the controller's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// [`Setup::setting`], in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
     /// The data plane's version, once it was deployed.
     pub data_plane: Option<String>,
     pub event: Event,
@@ -264,6 +272,13 @@ pub struct ClientLimit {
     pub data_plane_nofile: Option<u64>,
     pub generator_nofile: u64,
     pub reason: String,
+}
+
+impl StormRun {
+    /// The setup's label: the controller's name for its defaults.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.controller)
+    }
 }
 
 impl ClientLimit {
@@ -376,7 +391,7 @@ pub fn run(launcher: &Launcher, paths: &Paths, s: &StormSettings) -> Storms {
         deadline_s: s.deadline.as_secs_f64(),
         settle_s: s.settle().as_secs_f64(),
         quick: s.quick,
-        controllers: s.controllers.iter().map(|c| c.name().to_owned()).collect(),
+        controllers: Setup::all(&s.controllers).iter().map(Setup::label).collect(),
         runs: Vec::new(),
         policy_doc: policy_doc(),
         notes: Vec::new(),
@@ -384,7 +399,8 @@ pub fn run(launcher: &Launcher, paths: &Paths, s: &StormSettings) -> Storms {
     if let Err(e) = std::fs::create_dir_all(&paths.logs) {
         storms.notes.push(format!("creating {}: {e}", paths.logs.display()));
     }
-    for &controller in &s.controllers {
+    for setup in Setup::all(&s.controllers) {
+        let controller = setup.label();
         for event in Event::ALL {
             for policy in Policy::ALL {
                 eprintln!(
@@ -393,7 +409,7 @@ pub fn run(launcher: &Launcher, paths: &Paths, s: &StormSettings) -> Storms {
                     policy.label(),
                     s.clients
                 );
-                let row = measure(launcher, paths, s, controller, event, policy);
+                let row = measure(launcher, paths, s, setup, event, policy);
                 if let Some(e) = &row.error {
                     let note = format!("{controller} {} {}: {e}", event.command(), policy.label());
                     eprintln!("bench: storm: {note}");
@@ -421,12 +437,15 @@ fn measure(
     launcher: &Launcher,
     paths: &Paths,
     s: &StormSettings,
-    controller: Controller,
+    setup: Setup,
     event: Event,
     policy: Policy,
 ) -> StormRun {
+    let controller = setup.controller;
     let mut row = StormRun {
         controller: controller.name().to_owned(),
+        label: setup.setting().map(|_| setup.label()),
+        setting: setup.setting(),
         data_plane: None,
         event,
         policy: Some(policy),
@@ -441,7 +460,7 @@ fn measure(
         ("TESTBED_WS_ECHO", paths.ws_echo.display().to_string()),
         ("RUST_LOG", "warn".to_owned()),
     ];
-    let options = strings(&[
+    let mut options = strings(&[
         "--pods",
         &PODS.to_string(),
         "--drain-limit",
@@ -449,11 +468,12 @@ fn measure(
         "--prestop",
         &PRESTOP.as_secs_f64().to_string(),
     ]);
+    options.extend(setup.options());
     let deployed = launcher.data_plane_with(&paths.data_plane, controller, &options, &env, &paths.logs);
     let (mut server, info) = match deployed {
         Ok(deployed) => deployed,
         Err(e) => {
-            row.error = Some(format!("deploying ws-echo behind {controller}: {e:#}"));
+            row.error = Some(format!("deploying ws-echo behind {}: {e:#}", setup.label()));
             return row;
         }
     };
@@ -470,7 +490,7 @@ fn measure(
     let mut limit = client_limit(s.clients, info.data_plane_nofile, processes, launcher.nofile);
     // What the controller renders may hold fewer: nginx's worker_connections, Envoy Gateway's
     // circuit breaker. A storm through more clients than that would measure the cap, not the storm.
-    if let Some((most, why)) = crate::dataplanes::connection_cap(controller, processes, None, None)
+    if let Some((most, why)) = crate::dataplanes::connection_cap(setup, processes, None, None)
         .filter(|(most, _)| (*most as usize) < limit.allowed)
     {
         limit.allowed = (most as usize).max(1);
@@ -490,7 +510,7 @@ fn measure(
         s,
         &mut server,
         &info,
-        controller,
+        setup,
         event,
         policy,
         row.clients,
@@ -510,14 +530,15 @@ fn storm(
     s: &StormSettings,
     server: &mut Server,
     info: &DataPlaneInfo,
-    controller: Controller,
+    setup: Setup,
     event: Event,
     policy: Policy,
     clients: usize,
 ) -> anyhow::Result<StormFigures> {
+    let controller = setup.label();
     let ready = paths.logs.join(format!(
         "storm-{}-{}-{}.ready",
-        controller.name(),
+        setup.slug(),
         event.command(),
         policy.slug()
     ));
@@ -781,9 +802,10 @@ pub fn tables(r: &Storms) -> Vec<Table> {
 }
 
 fn row_cells(run: &StormRun) -> Vec<String> {
-    let data_plane = match &run.data_plane {
-        Some(dp) => format!("{} ({dp})", run.controller),
-        None => run.controller.clone(),
+    let data_plane = match (&run.data_plane, &run.setting) {
+        (Some(dp), Some(setting)) => format!("{} ({dp}), {setting}", run.controller),
+        (Some(dp), None) => format!("{} ({dp})", run.controller),
+        (None, _) => run.label().to_owned(),
     };
     let policy = run.policy.map_or("-".to_owned(), |p| p.label().to_owned());
     let dash = || "-".to_owned();
@@ -875,7 +897,7 @@ pub fn gaps(r: &Storms) -> Vec<String> {
                 let matching: Vec<&StormRun> = r
                     .runs
                     .iter()
-                    .filter(|run| &run.controller == controller && run.event == event)
+                    .filter(|run| run.label() == controller && run.event == event)
                     .filter(|run| run.policy.is_none_or(|p| p == policy))
                     .collect();
                 if matching
@@ -920,8 +942,8 @@ struct Series {
 fn series_by_event(r: &Storms) -> Vec<(Event, Vec<Series>)> {
     let mut controllers: Vec<&str> = Vec::new();
     for run in &r.runs {
-        if !controllers.contains(&run.controller.as_str()) {
-            controllers.push(&run.controller);
+        if !controllers.contains(&run.label()) {
+            controllers.push(run.label());
         }
     }
     Event::ALL
@@ -937,7 +959,7 @@ fn series_by_event(r: &Storms) -> Vec<(Event, Vec<Series>)> {
                         .as_ref()
                         .filter(|f| f.connected > 0 && !f.timeline.is_empty())?;
                     let policy = run.policy?;
-                    let k = controllers.iter().position(|c| *c == run.controller).unwrap_or(0);
+                    let k = controllers.iter().position(|c| *c == run.label()).unwrap_or(0);
                     let pct = |open: u64| open as f64 * 100.0 / f.connected as f64;
                     // Before the first bucket: everyone its drops and reconnects had not touched.
                     let first = &f.timeline[0];
@@ -945,7 +967,7 @@ fn series_by_event(r: &Storms) -> Vec<(Event, Vec<Series>)> {
                     let mut points = vec![(0.0, pct(before.min(f.connected)))];
                     points.extend(f.timeline.iter().map(|s| (s.t_s, pct(s.open))));
                     Some(Series {
-                        name: format!("{}, {}", run.controller, policy.short()),
+                        name: format!("{}, {}", run.label(), policy.short()),
                         color: COLORS[k % COLORS.len()],
                         dashed: policy == Policy::NoJitter,
                         points,
@@ -1128,6 +1150,8 @@ mod tests {
     fn measured(controller: &str, event: Event, policy: Policy) -> StormRun {
         StormRun {
             controller: controller.to_owned(),
+            label: None,
+            setting: None,
             data_plane: Some(format!("{controller}/1.0")),
             event,
             policy: Some(policy),
@@ -1150,6 +1174,8 @@ mod tests {
     fn does_not_reload(controller: &str) -> StormRun {
         StormRun {
             controller: controller.to_owned(),
+            label: None,
+            setting: None,
             data_plane: Some("Traefik 3.6.13".to_owned()),
             event: Event::Reload,
             policy: None,

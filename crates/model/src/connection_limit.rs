@@ -24,6 +24,35 @@ pub enum ConnectionLimit {
 /// A controller's connection limits, each with the upstream file it is read from.
 pub type ConnectionLimits = &'static [Sourced<ConnectionLimit>];
 
+/// Where a circuit breaker raised by the spec's `data_plane.backend_connections` comes from:
+/// Envoy Gateway's BackendTrafficPolicy `circuitBreaker`, translated per cluster.
+pub const RAISED_BREAKER_SOURCE: &str =
+    "https://github.com/envoyproxy/gateway/blob/v1.9.0/internal/gatewayapi/clustersettings.go";
+
+/// The limits a data plane runs with for `spec`: its controller's defaults, with the cluster
+/// circuit breaker at the spec's `data_plane.backend_connections` where it sets one.
+pub fn for_spec(limits: &[Sourced<ConnectionLimit>], spec: &crate::IngressSpec) -> Vec<Sourced<ConnectionLimit>> {
+    limits
+        .iter()
+        .map(|l| match (l.value, spec.data_plane.backend_connections) {
+            (ConnectionLimit::ClusterCircuitBreaker { .. }, Some(most)) => Sourced {
+                value: ConnectionLimit::ClusterCircuitBreaker {
+                    max_connections: u64::from(most),
+                },
+                source: RAISED_BREAKER_SOURCE,
+            },
+            _ => *l,
+        })
+        .collect()
+}
+
+/// Whether the circuit breaker in `limits` is one the spec set (not Envoy's default).
+pub fn breaker_raised(limits: &[Sourced<ConnectionLimit>]) -> bool {
+    limits
+        .iter()
+        .any(|l| matches!(l.value, ConnectionLimit::ClusterCircuitBreaker { .. }) && l.source == RAISED_BREAKER_SOURCE)
+}
+
 /// nginx's `worker_connections` per worker, if the limits have one.
 pub fn worker_connections(limits: &[Sourced<ConnectionLimit>]) -> Option<u64> {
     limits.iter().find_map(|l| match l.value {
@@ -75,6 +104,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_spec_raises_only_the_circuit_breaker() {
+        let envoy = Controller::EnvoyGateway.info().connection_limits;
+        let defaults = for_spec(envoy, &crate::IngressSpec::new(1));
+        assert_eq!(defaults, envoy.to_vec());
+        assert!(!breaker_raised(&defaults));
+        let raised = for_spec(envoy, &crate::IngressSpec::new(1).with_backend_connections(100_000));
+        assert_eq!(cluster_circuit_breaker(&raised), Some(100_000));
+        assert_eq!(overload_downstream(&raised), overload_downstream(envoy));
+        assert!(breaker_raised(&raised));
+        let nginx = Controller::Nginx.info().connection_limits;
+        assert_eq!(
+            for_spec(nginx, &crate::IngressSpec::new(1).with_backend_connections(5)),
+            nginx.to_vec()
+        );
     }
 
     #[test]

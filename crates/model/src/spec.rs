@@ -88,6 +88,11 @@ impl IngressSpec {
         self.data_plane.drain_limit = Some(limit);
         self
     }
+
+    pub fn with_backend_connections(mut self, most: u32) -> Self {
+        self.data_plane.backend_connections = Some(most);
+        self
+    }
 }
 
 /// Proxy timeouts. `None` leaves the controller's default in place.
@@ -185,6 +190,11 @@ pub struct DataPlane {
     /// `hard-stop-after`, Traefik `lifeCycle.graceTimeOut`.
     #[serde(with = "opt_duration")]
     pub drain_limit: Option<Duration>,
+    /// The most connections the data plane opens to the route's backend at once, where the
+    /// controller has such a limit: Envoy Gateway's BackendTrafficPolicy `circuitBreaker`
+    /// (Envoy's defaults otherwise: 1,024). Each WebSocket holds one for its lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_connections: Option<u32>,
 }
 
 /// Service settings that only mean something inside Kubernetes.

@@ -21,13 +21,15 @@ pub enum Feature {
     Tls,
     ProxyProtocol,
     DataPlaneDrainLimit,
+    /// A limit on the data plane's connections to the backend (Envoy's cluster circuit breaker).
+    BackendConnections,
     ServiceSessionAffinity,
     PublishNotReadyAddresses,
 }
 
 impl Feature {
     /// Every feature, in the order [`Feature::of`] lists them.
-    pub const ALL: [Feature; 12] = [
+    pub const ALL: [Feature; 13] = [
         Feature::IdleTimeout,
         Feature::ReadTimeout,
         Feature::SendTimeout,
@@ -38,6 +40,7 @@ impl Feature {
         Feature::Tls,
         Feature::ProxyProtocol,
         Feature::DataPlaneDrainLimit,
+        Feature::BackendConnections,
         Feature::ServiceSessionAffinity,
         Feature::PublishNotReadyAddresses,
     ];
@@ -55,6 +58,7 @@ impl Feature {
             Feature::Tls => "tls",
             Feature::ProxyProtocol => "proxy-protocol",
             Feature::DataPlaneDrainLimit => "data-plane-drain-limit",
+            Feature::BackendConnections => "backend-connections",
             Feature::ServiceSessionAffinity => "service-session-affinity",
             Feature::PublishNotReadyAddresses => "publish-not-ready-addresses",
         }
@@ -74,6 +78,7 @@ impl Feature {
             Feature::Tls => "tls",
             Feature::ProxyProtocol => "proxy_protocol",
             Feature::DataPlaneDrainLimit => "data_plane.drain_limit",
+            Feature::BackendConnections => "data_plane.backend_connections",
             Feature::ServiceSessionAffinity => "service.session_affinity_client_ip",
             Feature::PublishNotReadyAddresses => "service.publish_not_ready_addresses",
         }
@@ -110,7 +115,10 @@ impl Feature {
             send,
             tunnel,
         } = timeouts;
-        let DataPlane { drain_limit } = data_plane;
+        let DataPlane {
+            drain_limit,
+            backend_connections,
+        } = data_plane;
         let ServiceSettings {
             session_affinity_client_ip,
             publish_not_ready_addresses,
@@ -131,6 +139,7 @@ impl Feature {
             (Feature::Tls, *tls),
             (Feature::ProxyProtocol, *proxy_protocol),
             (Feature::DataPlaneDrainLimit, drain_limit.is_some()),
+            (Feature::BackendConnections, backend_connections.is_some()),
             (Feature::ServiceSessionAffinity, *session_affinity_client_ip),
             (Feature::PublishNotReadyAddresses, *publish_not_ready_addresses),
         ];

@@ -339,6 +339,7 @@ fn spec_matrix(namespace: &str) -> Vec<(&'static str, IngressSpec)> {
                 .with_idle_timeout(Duration::from_secs(300)),
         ),
         ("drain-5s", base().with_data_plane_drain_limit(Duration::from_secs(5))),
+        ("circuit-breaker-100k", base().with_backend_connections(100_000)),
         ("path-ws", path),
         (
             "everything",

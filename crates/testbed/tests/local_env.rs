@@ -365,6 +365,7 @@ enum Knob {
     ClientIpAffinity,
     IdleTimeout,
     DrainLimit,
+    BackendConnections,
 }
 
 /// Deploying proves the real binary accepted the rendered configuration and
@@ -384,7 +385,8 @@ async fn every_knob_renders_a_config_the_data_plane_accepts(
         Knob::CookieAffinity,
         Knob::ClientIpAffinity,
         Knob::IdleTimeout,
-        Knob::DrainLimit
+        Knob::DrainLimit,
+        Knob::BackendConnections
     )]
     knob: Knob,
 ) -> anyhow::Result<()> {
@@ -394,6 +396,7 @@ async fn every_knob_renders_a_config_the_data_plane_accepts(
         Knob::ClientIpAffinity => quick_spec().with_affinity(Affinity::ClientIp),
         Knob::IdleTimeout => quick_spec().with_idle_timeout(Duration::from_secs(3)),
         Knob::DrainLimit => quick_spec().with_data_plane_drain_limit(Duration::from_secs(5)),
+        Knob::BackendConnections => quick_spec().with_backend_connections(100_000),
     };
     if let Err(unsupported) = model::capability::check(controller, EnvKind::Local, &spec) {
         // What the controller cannot express is refused before any process starts.

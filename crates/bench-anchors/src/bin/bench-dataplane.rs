@@ -1,12 +1,13 @@
 //! Puts ws-echo pods behind a local data plane (nginx, HAProxy, Traefik, Envoy) for `cargo xtask bench`.
 //!
-//! Usage: `bench-dataplane <controller> [--pods N] [--drain-limit SECS] [--prestop SECS]`.
+//! Usage: `bench-dataplane <controller> [--pods N] [--drain-limit SECS] [--prestop SECS]
+//! [--backend-connections N]`.
 //! Deploys through the testbed's `LocalEnv` (pods use `TESTBED_WS_ECHO` when set) and prints one
 //! JSON line: `controller`, `addr` (the proxy), `host`, `url`, `pod_addr` (the first pod, for the
 //! direct baseline), `data_plane` (its version), `pods` (`name`, `addr`, `ready`, `pid`),
 //! `data_plane_pids` (`main`, `workers`), `data_plane_nofile` / `data_plane_nofile_hard` (the main
 //! process's RLIMIT_NOFILE), `reloads` (whether the controller reloads for `reload`) and the spec's
-//! `replicas`, `drain_limit_s` and `drain`. Then it takes commands on stdin, one per line, and
+//! `replicas`, `drain_limit_s`, `backend_connections` and `drain`. Then it takes commands on stdin, one per line, and
 //! answers each with one JSON line (see `bench_anchors::dataplane`): `pids`, `reload`, `rollout`,
 //! `terminate`, `route`, `metrics`. It tears the deployment down when stdin closes or SIGTERM/SIGINT arrives.
 //! Its children inherit its CPU affinity, so `taskset` on this process pins the whole server side.
@@ -182,6 +183,7 @@ async fn first_line(deployment: &LocalDeployment, args: &Args) -> anyhow::Result
         "reloads": reloads(controller, spec),
         "replicas": spec.pods,
         "drain_limit_s": spec.data_plane.drain_limit.map(dataplane::secs),
+        "backend_connections": spec.data_plane.backend_connections,
         "drain": {
             "prestop_s": dataplane::secs(spec.drain.prestop_delay),
             "shutdown_grace_s": dataplane::secs(spec.drain.shutdown_grace),

@@ -85,5 +85,13 @@ fn check(spec: &IngressSpec) -> Result<(), Unsupported> {
             "HAProxy has no write-only timeout; timeout server/tunnel count inactivity in both directions",
         );
     }
+    if spec.data_plane.backend_connections.is_some() {
+        return unsupported(
+            "data_plane.backend_connections",
+            "the haproxytech controller renders no limit on a backend's connections; its pod-maxconn \
+             annotation sets a per-pod maxconn, divided among the HAProxy instances \
+             (pkg/annotations/service/maxconn.go at v3.2.6), which the testbed does not model",
+        );
+    }
     Ok(())
 }

@@ -82,5 +82,13 @@ fn check(spec: &IngressSpec) -> Result<(), Unsupported> {
              proxy-read-timeout/proxy-send-timeout govern them (proxy-stream-timeout is for TCP services only)",
         ));
     }
+    if spec.data_plane.backend_connections.is_some() {
+        return Err(Unsupported::new(
+            Controller::Nginx,
+            "data_plane.backend_connections",
+            "ingress-nginx renders no limit on the connections to a backend (nginx's upstream max_conns is \
+             neither a ConfigMap key nor an annotation at controller-v1.15.1); only worker_connections bounds them",
+        ));
+    }
     Ok(())
 }

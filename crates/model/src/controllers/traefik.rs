@@ -88,5 +88,12 @@ fn check(spec: &IngressSpec) -> Result<(), Unsupported> {
              needs a TraefikService from the CRD provider, which is not the Ingress a user writes",
         );
     }
+    if spec.data_plane.backend_connections.is_some() {
+        return unsupported(
+            "data_plane.backend_connections",
+            "Traefik renders no limit on the connections to a backend; its inFlightReq middleware \
+             (pkg/middlewares/inflightreq at v3.6.13) can set one, which the testbed does not model",
+        );
+    }
     Ok(())
 }

@@ -198,6 +198,13 @@ pub struct BackendTrafficPolicy {
     pub source_ip_hash: bool,
     /// `timeout.http.streamIdleTimeout` → route `idle_timeout`.
     pub stream_idle_timeout: Option<Duration>,
+    /// `circuitBreaker: {maxConnections, maxParallelRequests, maxPendingRequests}`, all three at
+    /// this value: what a user raising the limit for this many WebSockets writes (each holds an
+    /// upstream connection and a request; a burst of reconnects waits as pending requests) →
+    /// the cluster's `max_connections`, `max_requests`, `max_pending_requests`
+    /// (internal/gatewayapi/clustersettings.go `buildCircuitBreaker`, internal/xds/translator/
+    /// cluster.go `buildXdsClusterCircuitBreaker`).
+    pub circuit_breaker: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -278,6 +285,7 @@ pub fn policies(spec: &IngressSpec) -> Result<Policies> {
         // buildConsistentHashLoadBalancer).
         Affinity::ClientIp => p.backend.source_ip_hash = true,
     }
+    p.backend.circuit_breaker = spec.data_plane.backend_connections;
     Ok(p)
 }
 
@@ -840,7 +848,14 @@ pub fn render_clusters(spec: &IngressSpec, ctx: &LocalContext) -> Result<String>
     let clusters: Vec<Value> = bindings(spec, ctx)
         .iter()
         .enumerate()
-        .map(|(n, b)| cluster(b.primary && p.backend.source_ip_hash, b, &path_in(ctx, &eds_file(n))))
+        .map(|(n, b)| {
+            let backend = if b.primary {
+                p.backend.clone()
+            } else {
+                BackendTrafficPolicy::default()
+            };
+            cluster(&backend, b, &path_in(ctx, &eds_file(n)))
+        })
         .collect();
     Ok(document(
         "the clusters Envoy Gateway v1.9.0's xDS translator renders (internal/xds/translator/cluster.go)",
@@ -852,10 +867,17 @@ pub fn render_clusters(spec: &IngressSpec, ctx: &LocalContext) -> Result<String>
 /// cluster.go buildXdsCluster): Service endpoints by EDS (EndpointTypeStatic), connect timeout
 /// 10 s (tcpClusterPerConnectTimeout), 32 KiB buffers, V4_PREFERRED, endpoints dropped as soon as
 /// EDS removes them (IgnoreHealthOnHostRemoval), 1024 retries allowed (circuit breaker), least
-/// request over locality-weighted localities by default, Maglev for a consistent hash.
-fn cluster(source_ip_hash: bool, b: &Binding, eds_path: &Path) -> Value {
+/// request over locality-weighted localities by default, Maglev for a consistent hash; the
+/// BackendTrafficPolicy's circuit breaker where it sets one (Envoy's defaults, 1024, otherwise).
+fn cluster(backend: &BackendTrafficPolicy, b: &Binding, eds_path: &Path) -> Value {
     let name = b.cluster();
-    let policy = if source_ip_hash {
+    let mut thresholds = json!({ "priority": "DEFAULT", "max_retries": 1024 });
+    if let Some(most) = backend.circuit_breaker {
+        thresholds["max_connections"] = json!(most);
+        thresholds["max_pending_requests"] = json!(most);
+        thresholds["max_requests"] = json!(most);
+    }
+    let policy = if backend.source_ip_hash {
         json!({
             "name": "envoy.load_balancing_policies.maglev",
             "typed_config": {
@@ -881,7 +903,7 @@ fn cluster(source_ip_hash: bool, b: &Binding, eds_path: &Path) -> Value {
         "dns_lookup_family": "V4_PREFERRED",
         "common_lb_config": {},
         "ignore_health_on_host_removal": true,
-        "circuit_breakers": { "thresholds": [{ "priority": "DEFAULT", "max_retries": 1024 }] },
+        "circuit_breakers": { "thresholds": [thresholds] },
         "load_balancing_policy": { "policies": [{ "typed_extension_config": policy }] },
     })
 }
@@ -1380,6 +1402,42 @@ mod tests {
                 ),
             ],
         );
+        // Envoy's own defaults (1024) apply: the translator renders none of them.
+        let thresholds = &c["circuit_breakers"]["thresholds"][0];
+        for unset in ["max_connections", "max_pending_requests", "max_requests"] {
+            assert!(thresholds.get(unset).is_none(), "{unset}: {thresholds}");
+        }
+    }
+
+    #[test]
+    fn a_raised_circuit_breaker_reaches_the_routes_cluster_only() {
+        let spec = IngressSpec::new(3).with_backend_connections(100_000);
+        assert_eq!(policies(&spec).unwrap().backend.circuit_breaker, Some(100_000));
+        let mut ctx = context();
+        ctx.extra_routes.push(crate::render::local::ExtraRoute {
+            host: "unrelated-1.testbed.local".to_owned(),
+            path: "/".to_owned(),
+            tls: None,
+        });
+        let all = clusters(&spec, &ctx);
+        check_fields(
+            &all[0],
+            &[
+                ("/circuit_breakers/thresholds/0/max_connections", json!(100_000)),
+                ("/circuit_breakers/thresholds/0/max_pending_requests", json!(100_000)),
+                ("/circuit_breakers/thresholds/0/max_requests", json!(100_000)),
+                ("/circuit_breakers/thresholds/0/max_retries", json!(1024)),
+            ],
+        );
+        assert!(all.len() > 1, "the extra route has its own cluster");
+        for other in &all[1..] {
+            assert!(
+                other["circuit_breakers"]["thresholds"][0]
+                    .get("max_connections")
+                    .is_none(),
+                "{other}"
+            );
+        }
     }
 
     #[test]
@@ -2007,6 +2065,10 @@ mod tests {
             "https_listener_with_its_own_certificate" => {
                 (IngressSpec::new(3).with_tls(), Some("listener-1.testbed.local"))
             }
+            "raised_circuit_breaker" => (
+                IngressSpec::new(3).with_backend_connections(100_000),
+                Some("other.testbed.local"),
+            ),
             other => panic!("no spec named {other}"),
         }
     }
@@ -2027,7 +2089,8 @@ mod tests {
             "idle_timeout_and_drain_limit",
             "extra_route",
             "extra_https_route",
-            "https_listener_with_its_own_certificate"
+            "https_listener_with_its_own_certificate",
+            "raised_circuit_breaker"
         )]
         name: &str,
     ) {

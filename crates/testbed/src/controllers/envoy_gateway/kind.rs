@@ -461,6 +461,20 @@ pub struct BackendTrafficPolicySpec {
     pub load_balancer: Option<LoadBalancer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<BackendTimeout>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// BackendTrafficPolicy `circuitBreaker` (api/v1alpha1/circuitbreaker_types.go).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -924,7 +938,7 @@ fn backend_traffic_policy(
 ) -> Result<Option<BackendTrafficPolicy>> {
     let b = &p.backend;
     let stream_idle_timeout = opt_duration("timeouts.idle", b.stream_idle_timeout)?;
-    if !b.source_ip_hash && stream_idle_timeout.is_none() {
+    if !b.source_ip_hash && stream_idle_timeout.is_none() && b.circuit_breaker.is_none() {
         return Ok(None);
     }
     let route = httproute_name(&spec.host);
@@ -942,6 +956,11 @@ fn backend_traffic_policy(
                 http: Some(HTTPTimeout {
                     stream_idle_timeout: Some(d),
                 }),
+            }),
+            circuit_breaker: b.circuit_breaker.map(|most| CircuitBreaker {
+                max_connections: Some(i64::from(most)),
+                max_pending_requests: Some(i64::from(most)),
+                max_parallel_requests: Some(i64::from(most)),
             }),
         },
     }))
@@ -1206,6 +1225,26 @@ mod tests {
     }
 
     #[test]
+    fn a_raised_backend_connection_limit_is_the_routes_circuit_breaker() {
+        let o = objects(&spec().with_backend_connections(100_000));
+        check(
+            o.backend_traffic_policy.as_ref().expect("a BackendTrafficPolicy"),
+            &[
+                (
+                    "/spec/circuitBreaker",
+                    Some(json!({
+                        "maxConnections": 100_000,
+                        "maxPendingRequests": 100_000,
+                        "maxParallelRequests": 100_000,
+                    })),
+                ),
+                ("/spec/loadBalancer", None),
+                ("/spec/timeout", None),
+            ],
+        );
+    }
+
+    #[test]
     fn cookie_affinity_is_session_persistence_permanent_only_with_a_max_age() {
         check(
             &objects(&cookie(Some(600))).http_route,
@@ -1357,6 +1396,7 @@ mod tests {
             cookie(Some(60)),
             cookie(None),
             spec().with_data_plane_drain_limit(Duration::from_secs(7)),
+            spec().with_backend_connections(100_000),
         ];
         for s in specs {
             let p = config::policies(&s).unwrap();
@@ -1375,6 +1415,13 @@ mod tests {
             );
             assert_eq!(ctp.pointer("/spec/proxyProtocol").is_some(), p.client.proxy_protocol);
             assert_eq!(btp.pointer("/spec/loadBalancer").is_some(), p.backend.source_ip_hash);
+            for field in ["maxConnections", "maxPendingRequests", "maxParallelRequests"] {
+                assert_eq!(
+                    btp.pointer(&format!("/spec/circuitBreaker/{field}")).cloned(),
+                    p.backend.circuit_breaker.map(|n| json!(n)),
+                    "{field}"
+                );
+            }
             assert_eq!(
                 btp.pointer("/spec/timeout/http/streamIdleTimeout").cloned(),
                 dur(p.backend.stream_idle_timeout)
