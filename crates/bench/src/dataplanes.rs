@@ -44,7 +44,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use model::connection_limit::{
-    breaker_raised, cluster_circuit_breaker, derives_maxconn, overload_downstream, worker_connections,
+    breaker_raised, cluster_circuit_breaker, derives_maxconn, is_raised_breaker, overload_downstream,
+    worker_connections,
 };
 use model::control_loop::Sourced;
 use model::{ConnectionLimit, Controller};
@@ -649,7 +650,7 @@ pub fn connection_cap(
             )),
             ConnectionLimit::ClusterCircuitBreaker { max_connections } => limits.push((
                 max_connections,
-                if breaker_raised(std::slice::from_ref(limit)) {
+                if is_raised_breaker(limit) {
                     format!(
                         "the raised cluster circuit breaker lets no more WebSockets through (BackendTrafficPolicy \
                          circuitBreaker {})",
@@ -1236,9 +1237,7 @@ pub fn configured_limits(
                 "overload manager max_active_downstream_connections {max} (Envoy Gateway's bootstrap.yaml.tpl at \
                  v1.9.0)"
             )),
-            ConnectionLimit::ClusterCircuitBreaker { max_connections }
-                if breaker_raised(std::slice::from_ref(limit)) =>
-            {
+            ConnectionLimit::ClusterCircuitBreaker { max_connections } if is_raised_breaker(limit) => {
                 out.push(format!(
                     "cluster circuit breaker raised by a BackendTrafficPolicy circuitBreaker: max_connections, \
                      max_pending_requests and max_requests {max_connections} \

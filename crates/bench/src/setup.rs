@@ -9,7 +9,7 @@
 //! BackendTrafficPolicy `circuitBreaker` in a cluster). The choice is by kind of limit, never by
 //! controller.
 
-use model::connection_limit::{ConnectionLimit, breaker_raised, cluster_circuit_breaker, for_spec};
+use model::connection_limit::{ConnectionLimit, cluster_circuit_breaker, for_spec};
 use model::control_loop::Sourced;
 use model::{Controller, IngressSpec};
 
@@ -59,18 +59,15 @@ impl Setup {
         for_spec(self.controller.info().connection_limits, &spec)
     }
 
-    /// What differs from the controller's defaults, in words; `None` for the defaults.
+    /// What differs from the controller's defaults, in words; `None` for the defaults. Only a
+    /// cluster circuit breaker is ever raised ([`Setup::all`]; the other controllers refuse the knob).
     pub fn setting(&self) -> Option<String> {
         let most = self.backend_connections?;
-        Some(if breaker_raised(&self.limits()) {
-            format!(
-                "circuitBreaker raised to {} (BackendTrafficPolicy maxConnections, maxParallelRequests, \
-                 maxPendingRequests)",
-                thousands(f64::from(most))
-            )
-        } else {
-            format!("backend connections {}", thousands(f64::from(most)))
-        })
+        Some(format!(
+            "circuitBreaker raised to {} (BackendTrafficPolicy maxConnections, maxParallelRequests, \
+             maxPendingRequests)",
+            thousands(f64::from(most))
+        ))
     }
 
     /// "envoy-gateway", or "envoy-gateway, circuitBreaker 100,000" with a setting.
@@ -113,6 +110,7 @@ mod tests {
         assert_eq!(all.len(), Controller::ALL.len() + raised.len());
         for s in &raised {
             assert!(cluster_circuit_breaker(s.controller.info().connection_limits).is_some());
+            assert!(model::connection_limit::breaker_raised(&s.limits()));
             assert_eq!(
                 cluster_circuit_breaker(&s.limits()),
                 Some(u64::from(RAISED_BACKEND_CONNECTIONS))

@@ -487,21 +487,10 @@ fn measure(
         return row;
     }
     let processes = info.data_plane_pids.as_ref().map_or(1, |p| p.workers.len().max(1));
-    let mut limit = client_limit(s.clients, info.data_plane_nofile, processes, launcher.nofile);
     // What the controller renders may hold fewer: nginx's worker_connections, Envoy Gateway's
     // circuit breaker. A storm through more clients than that would measure the cap, not the storm.
-    if let Some((most, why)) = crate::dataplanes::connection_cap(setup, processes, None, None)
-        .filter(|(most, _)| (*most as usize) < limit.allowed)
-    {
-        limit.allowed = (most as usize).max(1);
-        if limit.capped() {
-            limit.reason = format!(
-                "capped at {} of {} clients: {why}",
-                thousands(limit.allowed as f64),
-                thousands(limit.asked as f64)
-            );
-        }
-    }
+    let rendered = crate::dataplanes::connection_cap(setup, processes, None, None);
+    let limit = client_limit(s.clients, info.data_plane_nofile, processes, launcher.nofile, rendered);
     row.clients = limit.allowed.min(s.clients);
     row.client_limit = Some(limit);
     match storm(
@@ -628,20 +617,27 @@ fn parse_ready(text: &str) -> Option<u64> {
 
 /// The most clients the data plane and the generator can hold at once here: each of the data
 /// plane's `processes` (nginx's workers; one process for the others) needs two descriptors per
-/// proxied WebSocket within its RLIMIT_NOFILE, less [`FD_MARGIN`]; the generator one per client.
-/// With several workers this counts on the kernel spreading the connections over them.
+/// proxied WebSocket within its RLIMIT_NOFILE, less [`FD_MARGIN`]; the generator one per client;
+/// and no more than `rendered`, the most its controller's rendered limits let through, with why
+/// (`dataplanes::connection_cap`). With several workers this counts on the kernel spreading the
+/// connections over them.
 pub fn client_limit(
     asked: usize,
     data_plane_nofile: Option<u64>,
     processes: usize,
     generator_nofile: u64,
+    rendered: Option<(u64, String)>,
 ) -> ClientLimit {
     let processes = processes.max(1);
     let usable = |nofile: u64| usize::try_from(nofile).unwrap_or(usize::MAX).saturating_sub(FD_MARGIN);
     let per_process = data_plane_nofile.map(|n| usable(n) / FDS_PER_PROXIED_WEBSOCKET);
     let data_plane = per_process.map(|p| p.saturating_mul(processes));
     let generator = usable(generator_nofile);
-    let allowed = data_plane.unwrap_or(usize::MAX).min(generator).max(1);
+    let descriptors = data_plane.unwrap_or(usize::MAX).min(generator).max(1);
+    let rendered = rendered
+        .map(|(most, why)| (usize::try_from(most).unwrap_or(usize::MAX).max(1), why))
+        .filter(|(most, _)| *most < descriptors);
+    let allowed = rendered.as_ref().map_or(descriptors, |(most, _)| *most);
     let workers = if processes == 1 {
         "1 process".to_owned()
     } else {
@@ -671,6 +667,12 @@ pub fn client_limit(
     let reason = if allowed >= asked {
         format!(
             "{} clients fit: {data_plane_says}; {generator_says}",
+            thousands(asked as f64)
+        )
+    } else if let Some((_, why)) = &rendered {
+        format!(
+            "capped at {} of {} clients: {why}",
+            thousands(allowed as f64),
             thousands(asked as f64)
         )
     } else if data_plane.is_some_and(|d| d <= generator) {
@@ -1157,7 +1159,7 @@ mod tests {
             policy: Some(policy),
             jitter: Some(policy.jitter()),
             clients: 300,
-            client_limit: Some(client_limit(300, Some(20_000), 1, 20_000)),
+            client_limit: Some(client_limit(300, Some(20_000), 1, 20_000, None)),
             not_measured: None,
             error: None,
             figures: Some(figures(
@@ -1203,7 +1205,7 @@ mod tests {
 
     #[test]
     fn one_process_holds_half_its_descriptors_less_the_margin_in_proxied_websockets() {
-        let one = client_limit(10_000, Some(20_000), 1, 20_000);
+        let one = client_limit(10_000, Some(20_000), 1, 20_000, None);
         assert_eq!(one.allowed, 9_872);
         assert!(one.capped());
         assert!(
@@ -1215,7 +1217,7 @@ mod tests {
         assert!(one.reason.contains("(20,000 − 256 spare) / 2"), "{}", one.reason);
 
         // nginx's two workers each have their own limit.
-        let nginx = client_limit(10_000, Some(20_000), 2, 20_000);
+        let nginx = client_limit(10_000, Some(20_000), 2, 20_000, None);
         assert_eq!(nginx.allowed, 19_744);
         assert!(!nginx.capped());
         assert!(nginx.reason.starts_with("10,000 clients fit"), "{}", nginx.reason);
@@ -1228,18 +1230,36 @@ mod tests {
     }
 
     #[test]
+    fn a_rendered_limit_below_the_descriptors_caps_the_clients_and_says_why() {
+        let why = || "worker_connections allows no more".to_owned();
+        let nginx = client_limit(10_000, Some(20_000), 1, 20_000, Some((8_064, why())));
+        assert_eq!((nginx.allowed, nginx.capped()), (8_064, true));
+        assert_eq!(
+            nginx.reason,
+            "capped at 8,064 of 10,000 clients: worker_connections allows no more"
+        );
+        // Above the descriptors' limit it changes nothing.
+        let above = client_limit(10_000, Some(20_000), 1, 20_000, Some((100_000, why())));
+        assert_eq!(above, client_limit(10_000, Some(20_000), 1, 20_000, None));
+        // Below the descriptors' limit but above the clients asked for: they still fit.
+        let fits = client_limit(300, Some(20_000), 1, 20_000, Some((1_024, why())));
+        assert_eq!((fits.allowed, fits.capped()), (1_024, false));
+        assert!(fits.reason.starts_with("300 clients fit"), "{}", fits.reason);
+    }
+
+    #[test]
     fn the_generator_caps_the_clients_when_the_data_plane_does_not() {
-        let unknown = client_limit(30_000, None, 1, 20_000);
+        let unknown = client_limit(30_000, None, 1, 20_000, None);
         assert_eq!(unknown.allowed, 19_744);
         assert!(
             unknown.reason.contains("the load generator holds at most 19,744"),
             "{}",
             unknown.reason
         );
-        let small = client_limit(300, Some(1_024), 4, 20_000);
+        let small = client_limit(300, Some(1_024), 4, 20_000, None);
         assert_eq!((small.allowed, small.capped()), (1_536, false));
         // A limit below the margin still lets one client through rather than none.
-        assert_eq!(client_limit(10, Some(100), 1, 20_000).allowed, 1);
+        assert_eq!(client_limit(10, Some(100), 1, 20_000, None).allowed, 1);
     }
 
     #[test]

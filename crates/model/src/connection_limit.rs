@@ -46,11 +46,14 @@ pub fn for_spec(limits: &[Sourced<ConnectionLimit>], spec: &crate::IngressSpec) 
         .collect()
 }
 
+/// Whether `limit` is a circuit breaker the spec set (not Envoy's default).
+pub fn is_raised_breaker(limit: &Sourced<ConnectionLimit>) -> bool {
+    matches!(limit.value, ConnectionLimit::ClusterCircuitBreaker { .. }) && limit.source == RAISED_BREAKER_SOURCE
+}
+
 /// Whether the circuit breaker in `limits` is one the spec set (not Envoy's default).
 pub fn breaker_raised(limits: &[Sourced<ConnectionLimit>]) -> bool {
-    limits
-        .iter()
-        .any(|l| matches!(l.value, ConnectionLimit::ClusterCircuitBreaker { .. }) && l.source == RAISED_BREAKER_SOURCE)
+    limits.iter().any(is_raised_breaker)
 }
 
 /// nginx's `worker_connections` per worker, if the limits have one.
