@@ -197,9 +197,9 @@ struct Inner {
     client: ProbeOptions,
     /// The data plane now; [`LocalDeployment::replace_data_plane`] swaps in its replacement.
     data_plane: Mutex<Arc<DataPlane>>,
-    /// What a replacement data plane starts from: its binary, listener and TLS files.
+    /// What a replacement data plane starts from besides `client.addr`, its listener: its
+    /// binary and TLS files.
     data_plane_binary: PathBuf,
-    listen: SocketAddr,
     tls_files: Option<probe::tls::TlsFiles>,
     state: Mutex<State>,
     /// Serializes endpoint and configuration changes.
@@ -609,7 +609,6 @@ impl LocalDeployment {
             client,
             data_plane: Mutex::new(Arc::new(data_plane)),
             data_plane_binary: binary,
-            listen,
             tls_files,
             state: Mutex::new(State {
                 pods,
@@ -659,7 +658,7 @@ impl LocalDeployment {
             &inner.data_plane_binary,
             &inner.spec,
             &inner.dir,
-            inner.listen,
+            inner.client.addr,
             inner.tls_files.as_ref(),
             &endpoints,
         )
