@@ -201,9 +201,9 @@ pub struct BackendTrafficPolicy {
     /// `circuitBreaker: {maxConnections, maxParallelRequests, maxPendingRequests}`, all three at
     /// this value: what a user raising the limit for this many WebSockets writes (each holds an
     /// upstream connection and a request; a burst of reconnects waits as pending requests) →
-    /// the cluster's `max_connections`, `max_requests`, `max_pending_requests`
-    /// (internal/gatewayapi/clustersettings.go `buildCircuitBreaker`, internal/xds/translator/
-    /// cluster.go `buildXdsClusterCircuitBreaker`).
+    /// the cluster's `max_connections`, `max_requests`, `max_pending_requests` (envoyproxy/gateway
+    /// v1.9.0 internal/gatewayapi/clustersettings.go `buildCircuitBreaker`,
+    /// internal/xds/translator/cluster.go `buildXdsClusterCircuitBreaker`).
     pub circuit_breaker: Option<u32>,
 }
 
